@@ -1,0 +1,67 @@
+//! Named counters: every verdict the datapath takes is counted under one of these.
+
+/// Why a packet was dropped. `#[repr(u32)]` values index the `STATS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The source address is on the deny list.
+    DeniedSource = 0,
+    /// An IPv4 header shorter than 20 bytes, or an IHL that runs past the packet.
+    MalformedIp = 1,
+    /// A TCP/UDP/ICMP header that does not fit in the packet.
+    MalformedL4 = 2,
+    /// No free source port for masquerade after the bounded number of tries.
+    NatExhausted = 3,
+    /// A checksum or packet store helper failed.
+    RewriteFailed = 4,
+    /// A redirect or FIB lookup failed.
+    NoRoute = 5,
+}
+
+/// Non-drop events that are counted as well.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    Dnat = 16,
+    ReverseDnat = 17,
+    Snat = 18,
+    ReverseSnat = 19,
+    /// A later IP fragment: passed untouched, never translated.
+    Fragment = 20,
+    /// IPv4 options present (IHL > 5): handled with the real header length.
+    IpOptions = 21,
+}
+
+/// Number of slots in the `STATS` array.
+pub const STATS_SLOTS: u32 = 32;
+
+/// Names of every counter slot that is in use, for the CLI and metrics.
+pub const COUNTER_NAMES: &[(u32, &str)] = &[
+    (DropReason::DeniedSource as u32, "drop_denied_source"),
+    (DropReason::MalformedIp as u32, "drop_malformed_ip"),
+    (DropReason::MalformedL4 as u32, "drop_malformed_l4"),
+    (DropReason::NatExhausted as u32, "drop_nat_exhausted"),
+    (DropReason::RewriteFailed as u32, "drop_rewrite_failed"),
+    (DropReason::NoRoute as u32, "drop_no_route"),
+    (Counter::Dnat as u32, "dnat"),
+    (Counter::ReverseDnat as u32, "reverse_dnat"),
+    (Counter::Snat as u32, "snat"),
+    (Counter::ReverseSnat as u32, "reverse_snat"),
+    (Counter::Fragment as u32, "fragment_passed"),
+    (Counter::IpOptions as u32, "ip_options"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_slots_are_unique_and_in_range() {
+        for (i, (slot, name)) in COUNTER_NAMES.iter().enumerate() {
+            assert!(*slot < STATS_SLOTS, "{name} slot {slot} out of range");
+            for (other, other_name) in &COUNTER_NAMES[i + 1..] {
+                assert_ne!(slot, other, "{name} and {other_name} share a slot");
+            }
+        }
+    }
+}

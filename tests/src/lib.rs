@@ -1,0 +1,12 @@
+//! Test support for cnet: crafted frames and BPF_PROG_TEST_RUN (`frames`,
+//! `prog`), and throwaway network-namespace topologies with real traffic
+//! (`netns`, `traffic`). Tests panic on failure, as aya's integration tests do.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test support: failing loudly is the point"
+)]
+
+pub mod frames;
+pub mod netns;
+pub mod prog;
+pub mod traffic;

@@ -1,0 +1,103 @@
+//! Loads the real eBPF object and runs its programs on crafted frames with
+//! BPF_PROG_TEST_RUN (aya `TestRun`). Maps are private to each `Loaded`.
+use std::path::PathBuf;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+};
+
+/// The TC verdicts the tests compare against.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// Reads the eBPF object that `cargo xtask` built.
+pub fn object() -> Vec<u8> {
+    let path = std::env::var_os("CNET_EBPF_OBJ")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/ebpf/bpfel-unknown-none/release/cnet-ebpf")
+        });
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "no eBPF object at {} ({e}): run these tests with `cargo xtask test`",
+            path.display()
+        )
+    })
+}
+
+pub struct Loaded {
+    pub ebpf: Ebpf,
+}
+
+/// Result of one run: verdict and the frame as the program left it.
+#[derive(Debug)]
+pub struct Run {
+    pub verdict: u32,
+    pub frame: Vec<u8>,
+}
+
+impl Loaded {
+    /// Loads the object with private (unpinned) maps and loads every TC program.
+    pub fn new() -> Self {
+        let mut ebpf = EbpfLoader::new().load(&object()).expect("load eBPF object");
+        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for name in names {
+            let prog = ebpf.program_mut(&name).unwrap();
+            if let Ok(tc) = <&mut SchedClassifier>::try_from(prog) {
+                tc.load()
+                    .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:?}"));
+            }
+        }
+        Self { ebpf }
+    }
+
+    /// Runs TC program `name` once on `frame`.
+    pub fn run_tc(&mut self, name: &str, frame: &[u8]) -> Run {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name}"))
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run {name}: {e:?}"));
+        out.truncate(r.data_size_out as usize);
+        Run {
+            verdict: r.return_value,
+            frame: out,
+        }
+    }
+
+    /// A typed handle on a hash map.
+    pub fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
+        HashMap::try_from(
+            self.ebpf
+                .map_mut(name)
+                .unwrap_or_else(|| panic!("no map {name}")),
+        )
+        .unwrap()
+    }
+
+    /// The sum over CPUs of counter slot `slot`.
+    pub fn counter(&mut self, slot: u32) -> u64 {
+        let stats: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map_mut(cnet_common::maps::STATS).unwrap()).unwrap();
+        stats.get(&slot, 0).unwrap().iter().sum()
+    }
+}
+
+impl Default for Loaded {
+    fn default() -> Self {
+        Self::new()
+    }
+}

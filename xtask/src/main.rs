@@ -1,0 +1,45 @@
+//! `cargo xtask run|test|bench|build`: bootstraps the toolchain and tools on a
+//! fresh machine, builds the eBPF object and the `cnet` binary, runs the tests.
+mod bootstrap;
+mod build;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run and test cnet")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing tools, build the eBPF object and `cnet`.
+    Build,
+    /// Build, then run `cnet ARGS` as root (`cnet up` without ARGS).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// fmt, clippy (userspace and eBPF), unit, packet and namespace tests.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Build => bootstrap::ensure().and_then(|()| build::all().map(|_| ())),
+        Cmd::Run { args } => bootstrap::ensure().and_then(|()| build::run_cnet(&args)),
+        Cmd::Test => bootstrap::ensure().and_then(|()| test::all()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
