@@ -29,3 +29,23 @@ macro_rules! abi {
     };
 }
 pub(crate) use abi;
+
+/// An IPv4 address as the maps hold it: the packet's bytes, read natively.
+pub const fn addr_key(octets: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(octets)
+}
+
+/// The octets of a map-held address.
+pub const fn addr_octets(key: u32) -> [u8; 4] {
+    key.to_ne_bytes()
+}
+
+/// A port as the maps hold it (network byte order).
+pub const fn port_key(port: u16) -> u16 {
+    port.to_be()
+}
+
+/// The host-order port of a map-held port.
+pub const fn port_host(key: u16) -> u16 {
+    u16::from_be(key)
+}

@@ -1,13 +1,210 @@
-//! Map names and sizes, shared by the eBPF programs and the loader.
+//! Map names, sizes, keys and values, shared by the eBPF programs and the loader.
+//! Addresses and ports are stored in network byte order, as they sit in packets.
 use crate::abi;
 
-/// IPv4 sources whose packets are dropped (key: address in network byte order).
+/// IPv4 sources whose packets are dropped (key: address).
 pub const DENY_SRC: &str = "DENY_SRC";
 pub const DENY_SRC_MAX: u32 = 4096;
 /// Per-CPU counters, indexed by [`crate::DropReason`] / [`crate::Counter`].
 pub const STATS: &str = "STATS";
+/// Published ports: [`PortKey`] -> [`PortValue`].
+pub const PORTS: &str = "PORTS";
+pub const PORTS_MAX: u32 = 65536 * 2;
+/// Containers: address -> [`Endpoint`].
+pub const ENDPOINTS: &str = "ENDPOINTS";
+pub const ENDPOINTS_MAX: u32 = 65536;
+/// Uplinks: ifindex -> [`Uplink`] (the address masquerade uses).
+pub const UPLINKS: &str = "UPLINKS";
+pub const UPLINKS_MAX: u32 = 64;
+/// Addresses that count as "the host" for published ports bound to any address.
+pub const HOST_ADDRS: &str = "HOST_ADDRS";
+pub const HOST_ADDRS_MAX: u32 = 256;
+/// One [`Config`] at index 0.
+pub const CONFIG: &str = "CONFIG";
+/// Connection tracking (LRU): [`CtKey`] -> [`CtEntry`].
+pub const CONNTRACK: &str = "CONNTRACK";
+pub const CONNTRACK_MAX: u32 = 262_144;
+/// Host-local access: (socket cookie, container addr:port) -> the address the
+/// application asked for, so recvmsg/getpeername can show it back.
+pub const SOCK_REV: &str = "SOCK_REV";
+pub const SOCK_REV_MAX: u32 = 65536;
+
+/// Every map, in the order `cnet up` pins them.
+pub const ALL: &[&str] = &[
+    DENY_SRC, STATS, PORTS, ENDPOINTS, UPLINKS, HOST_ADDRS, CONFIG, CONNTRACK, SOCK_REV,
+];
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
 
 abi! {
     /// Value of `DENY_SRC`: reserved for a filter id.
     DenyValue [4] { id: u32 }
+}
+
+abi! {
+    /// A published host address:port. `addr` 0 means every host address.
+    PortKey [8] { addr: u32, port: u16, proto: u8, _pad: u8 }
+}
+
+impl PortKey {
+    pub const fn new(addr: u32, port: u16, proto: u8) -> Self {
+        Self {
+            addr,
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+abi! {
+    /// Where a published port leads.
+    PortValue [8] { addr: u32, port: u16, _pad: u16 }
+}
+
+impl PortValue {
+    pub const fn new(addr: u32, port: u16) -> Self {
+        Self {
+            addr,
+            port,
+            _pad: 0,
+        }
+    }
+}
+
+abi! {
+    /// A container endpoint: its host-side veth and its MAC.
+    Endpoint [12] { ifindex: u32, mac: [u8; 6], _pad: [u8; 2] }
+}
+
+impl Endpoint {
+    pub const fn new(ifindex: u32, mac: [u8; 6]) -> Self {
+        Self {
+            ifindex,
+            mac,
+            _pad: [0; 2],
+        }
+    }
+}
+
+abi! {
+    /// An uplink's masquerade address.
+    Uplink [4] { addr: u32 }
+}
+
+abi! {
+    /// Instance-wide settings.
+    Config [24] {
+        /// Network namespace cookie of the instance's host namespace (host-local hooks act only there).
+        netns_cookie: u64,
+        /// MAC of the bridge, used as the source of frames redirected into containers.
+        bridge_mac: [u8; 6],
+        _pad: [u8; 2],
+        /// Bridge gateway address (the source of self-hairpin traffic).
+        gateway: u32,
+        /// Bit 0: masquerade enabled.
+        flags: u32,
+    }
+}
+
+pub const CONFIG_MASQUERADE: u32 = 1;
+
+abi! {
+    /// A flow as seen in one direction. For ICMP echo both ports hold the identifier.
+    CtKey [16] { saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8, _pad: [u8; 3] }
+}
+
+impl CtKey {
+    pub const fn new(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> Self {
+        Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+    /// The same flow seen from the other side.
+    pub const fn reversed(&self) -> Self {
+        Self::new(self.daddr, self.saddr, self.dport, self.sport, self.proto)
+    }
+}
+
+/// What a conntrack entry does (and which counter it bumps).
+pub const CT_DNAT: u8 = 1;
+pub const CT_REV_DNAT: u8 = 2;
+pub const CT_SNAT: u8 = 3;
+pub const CT_REV_SNAT: u8 = 4;
+
+/// TCP flags seen in this direction.
+pub const CT_SEEN_SYN: u8 = 1;
+pub const CT_SEEN_FIN: u8 = 2;
+pub const CT_SEEN_RST: u8 = 4;
+pub const CT_SEEN_ACK: u8 = 8;
+
+abi! {
+    /// Translation for packets matching the key: rewrite them to this tuple.
+    CtEntry [48] {
+        saddr: u32,
+        daddr: u32,
+        sport: u16,
+        dport: u16,
+        /// `CT_*` kind.
+        kind: u8,
+        /// `CT_SEEN_*` bits.
+        tcp_seen: u8,
+        _pad: [u8; 2],
+        /// Device to send translated packets out of (0: decide by address).
+        out_ifindex: u32,
+        _pad2: u32,
+        /// bpf_ktime_get_ns of the last packet.
+        last_seen: u64,
+        packets: u64,
+        bytes: u64,
+    }
+}
+
+/// Seconds of idleness after which an entry is stale, by protocol and state.
+pub const fn ct_timeout_secs(proto: u8, tcp_seen: u8) -> u64 {
+    match proto {
+        PROTO_TCP if tcp_seen & CT_SEEN_RST != 0 => 10,
+        PROTO_TCP if tcp_seen & CT_SEEN_FIN != 0 => 120,
+        PROTO_TCP if tcp_seen & CT_SEEN_ACK != 0 => 86_400,
+        PROTO_TCP => 60,
+        PROTO_UDP => 120,
+        _ => 30,
+    }
+}
+
+abi! {
+    /// Key of `SOCK_REV`.
+    SockRevKey [16] { cookie: u64, addr: u32, port: u16, _pad: u16 }
+}
+
+abi! {
+    /// Value of `SOCK_REV`: the address the application used.
+    SockRevValue [8] { addr: u32, port: u16, _pad: u16 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reversing_twice_is_identity() {
+        let k = CtKey::new(1, 2, 3, 4, PROTO_TCP);
+        assert_eq!(k.reversed().reversed(), k);
+        assert_eq!(k.reversed(), CtKey::new(2, 1, 4, 3, PROTO_TCP));
+    }
+
+    #[test]
+    fn closing_tcp_flows_expire_sooner() {
+        let est = ct_timeout_secs(PROTO_TCP, CT_SEEN_SYN | CT_SEEN_ACK);
+        assert!(ct_timeout_secs(PROTO_TCP, CT_SEEN_ACK | CT_SEEN_FIN) < est);
+        assert!(ct_timeout_secs(PROTO_TCP, CT_SEEN_ACK | CT_SEEN_RST) < est);
+        assert!(ct_timeout_secs(PROTO_TCP, CT_SEEN_SYN) < est);
+    }
 }

@@ -4,19 +4,95 @@
 #![no_std]
 #![no_main]
 
+mod icmp;
 mod maps;
+mod nat;
 mod parse;
+mod redirect;
 mod verdict;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use cnet_common::DropReason;
+use cnet_common::{
+    DropReason,
+    maps::{
+        CONFIG_MASQUERADE, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, CtKey, PROTO_ICMP, PROTO_TCP,
+    },
+};
 
-use crate::{parse::Ipv4View, verdict::Action};
+use crate::{
+    parse::{Flow, Ipv4View, TCP_RST},
+    redirect::deliver,
+    verdict::{Action, count_kind},
+};
+
+/// TC ingress on an uplink: traffic from the outside world. DNATs published
+/// ports and reverse-translates replies to masqueraded flows.
+#[classifier]
+pub fn cnet_uplink_ingress(ctx: TcContext) -> i32 {
+    verdict::tc(try_uplink_ingress(&ctx))
+}
 
 /// TC ingress on a container's host-side veth: everything a container sends.
+/// Reverse-DNATs replies, masquerades outgoing flows, handles hairpin.
 #[classifier]
 pub fn cnet_veth_ingress(ctx: TcContext) -> i32 {
     verdict::tc(try_veth_ingress(&ctx))
+}
+
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the context the kernel handed us.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Translation shared by both hooks: ICMP errors and known flows.
+#[inline(always)]
+fn tracked(ctx: &TcContext, flow: &Flow) -> Result<Option<Action>, DropReason> {
+    if flow.is_icmp_error() {
+        return match icmp::translate_error(ctx, flow)? {
+            Some(n) => deliver(ctx, n.daddr, n.out_ifindex).map(Some),
+            None => Ok(None),
+        };
+    }
+    if let Some(e) = nat::lookup(&flow.key, flow, ctx.len()) {
+        nat::rewrite(ctx, flow, &e)?;
+        count_kind(e.kind);
+        return deliver(ctx, e.daddr, e.out_ifindex).map(Some);
+    }
+    Ok(None)
+}
+
+fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
+    let Some(ip) = Ipv4View::parse(ctx)? else {
+        return Ok(Action::Pass);
+    };
+    if maps::source_denied(ip.saddr) {
+        return Err(DropReason::DeniedSource);
+    }
+    let Some(flow) = Flow::parse(ctx, &ip)? else {
+        return Ok(Action::Pass);
+    };
+    if let Some(action) = tracked(ctx, &flow)? {
+        return Ok(action);
+    }
+    let k = &flow.key;
+    // A published port opens a flow on any TCP packet but a bare RST, so flows
+    // survive a conntrack flush (as netfilter's loose pickup does).
+    if k.proto == PROTO_ICMP || (k.proto == PROTO_TCP && flow.tcp_flags & TCP_RST != 0) {
+        return Ok(Action::Pass);
+    }
+    let Some(to) = maps::published(k.daddr, k.dport, k.proto) else {
+        return Ok(Action::Pass);
+    };
+    let fwd = nat::entry(
+        &CtKey::new(k.saddr, to.addr, k.sport, to.port, k.proto),
+        CT_DNAT,
+        0,
+    );
+    nat::create_pair(&flow, &fwd, CT_REV_DNAT, ifindex(ctx), false, ctx.len())?;
+    nat::rewrite(ctx, &flow, &fwd)?;
+    count_kind(CT_DNAT);
+    deliver(ctx, fwd.daddr, 0)
 }
 
 fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
@@ -26,7 +102,51 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     if maps::source_denied(ip.saddr) {
         return Err(DropReason::DeniedSource);
     }
-    Ok(Action::Pass)
+    let Some(flow) = Flow::parse(ctx, &ip)? else {
+        return Ok(Action::Pass);
+    };
+    if let Some(action) = tracked(ctx, &flow)? {
+        return Ok(action);
+    }
+    if !flow.may_open() {
+        return Ok(Action::Pass);
+    }
+    let k = &flow.key;
+    // Hairpin: a container reaching a published port through a host address.
+    if k.proto != PROTO_ICMP
+        && let Some(to) = maps::published(k.daddr, k.dport, k.proto)
+    {
+        // Reaching itself: the source becomes the gateway, or the reply would
+        // never leave the container.
+        let saddr = if to.addr == k.saddr {
+            maps::config().gateway
+        } else {
+            k.saddr
+        };
+        let fwd = nat::entry(
+            &CtKey::new(saddr, to.addr, k.sport, to.port, k.proto),
+            CT_DNAT,
+            0,
+        );
+        nat::create_pair(&flow, &fwd, CT_REV_DNAT, 0, false, ctx.len())?;
+        nat::rewrite(ctx, &flow, &fwd)?;
+        count_kind(CT_DNAT);
+        return deliver(ctx, fwd.daddr, 0);
+    }
+    // Masquerade: leaving the host through an uplink.
+    if maps::config().flags & CONFIG_MASQUERADE == 0
+        || maps::is_host_addr(k.daddr)
+        || maps::ENDPOINTS.get_ptr(k.daddr).is_some()
+    {
+        return Ok(Action::Pass);
+    }
+    let Some((egress, addr)) = redirect::uplink_for(ctx, &flow, ifindex(ctx)) else {
+        return Ok(Action::Pass);
+    };
+    let fwd = nat::masquerade(&flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
+    nat::rewrite(ctx, &flow, &fwd)?;
+    count_kind(CT_SNAT);
+    deliver(ctx, fwd.daddr, egress)
 }
 
 #[cfg(not(test))]

@@ -3,9 +3,13 @@
 //! while packet tests get private maps.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
-use cnet_common::maps::{DENY_SRC_MAX, DenyValue};
+use cnet_common::maps::{
+    CONNTRACK_MAX, Config, CtEntry, CtKey, DENY_SRC_MAX, DenyValue, ENDPOINTS_MAX, Endpoint,
+    HOST_ADDRS_MAX, PORTS_MAX, PortKey, PortValue, SOCK_REV_MAX, SockRevKey, SockRevValue,
+    UPLINKS_MAX, Uplink,
+};
 
 #[map(name = "DENY_SRC")]
 pub static DENY_SRC: HashMap<u32, DenyValue> = HashMap::with_max_entries(DENY_SRC_MAX, 0);
@@ -14,8 +18,55 @@ pub static DENY_SRC: HashMap<u32, DenyValue> = HashMap::with_max_entries(DENY_SR
 pub static STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(cnet_common::drop::STATS_SLOTS, 0);
 
-/// Whether `saddr` (network byte order) is on the deny list.
+#[map(name = "PORTS")]
+pub static PORTS: HashMap<PortKey, PortValue> = HashMap::with_max_entries(PORTS_MAX, 0);
+
+#[map(name = "ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
+#[map(name = "UPLINKS")]
+pub static UPLINKS: HashMap<u32, Uplink> = HashMap::with_max_entries(UPLINKS_MAX, 0);
+
+#[map(name = "HOST_ADDRS")]
+pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(HOST_ADDRS_MAX, 0);
+
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map(name = "CONNTRACK")]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CONNTRACK_MAX, 0);
+
+#[map(name = "SOCK_REV")]
+pub static SOCK_REV: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::with_max_entries(SOCK_REV_MAX, 0);
+
+/// Whether `saddr` is on the deny list.
 #[inline(always)]
 pub fn source_denied(saddr: u32) -> bool {
     DENY_SRC.get_ptr(saddr).is_some()
+}
+
+#[inline(always)]
+pub fn is_host_addr(addr: u32) -> bool {
+    HOST_ADDRS.get_ptr(addr).is_some()
+}
+
+#[inline(always)]
+pub fn config() -> Config {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// The published port for `addr:port/proto`: an exact host address first,
+/// then the "any address" entry, which applies only to the host's addresses.
+#[inline(always)]
+pub fn published(addr: u32, port: u16, proto: u8) -> Option<PortValue> {
+    // SAFETY: values are plain data copied out immediately.
+    if let Some(v) = unsafe { PORTS.get(PortKey::new(addr, port, proto)) } {
+        return Some(*v);
+    }
+    if !is_host_addr(addr) {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { PORTS.get(PortKey::new(0, port, proto)) }.copied()
 }

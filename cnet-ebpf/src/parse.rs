@@ -1,13 +1,25 @@
 //! Bounds-checked header access. Reads go through `bpf_skb_load_bytes`, so a
 //! truncated packet yields an error instead of an out-of-bounds access.
 use aya_ebpf::programs::TcContext;
-use cnet_common::DropReason;
+use cnet_common::{
+    Counter, DropReason,
+    maps::{CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+};
+
+use crate::verdict::count;
 
 pub const ETH_HLEN: usize = 14;
+pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+pub const IP_SRC_OFF: usize = ETH_HLEN + 12;
+pub const IP_DST_OFF: usize = ETH_HLEN + 16;
 const ETH_P_IP: u16 = 0x0800;
 
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+
 /// The IPv4 header fields the datapath needs. Addresses stay in network byte order.
-#[expect(dead_code, reason = "hlen and later_fragment are for the NAT path")]
 pub struct Ipv4View {
     pub saddr: u32,
     pub daddr: u32,
@@ -33,21 +45,105 @@ impl Ipv4View {
         if vihl >> 4 != 4 || hlen < 20 || ETH_HLEN + hlen > ctx.len() as usize {
             return Err(DropReason::MalformedIp);
         }
+        if hlen > 20 {
+            count(Counter::IpOptions as u32);
+        }
         let frag: u16 = ctx
             .load(ETH_HLEN + 6)
             .map_err(|_| DropReason::MalformedIp)?;
         Ok(Some(Self {
-            saddr: ctx
-                .load(ETH_HLEN + 12)
-                .map_err(|_| DropReason::MalformedIp)?,
-            daddr: ctx
-                .load(ETH_HLEN + 16)
-                .map_err(|_| DropReason::MalformedIp)?,
+            saddr: ctx.load(IP_SRC_OFF).map_err(|_| DropReason::MalformedIp)?,
+            daddr: ctx.load(IP_DST_OFF).map_err(|_| DropReason::MalformedIp)?,
             proto: ctx
                 .load(ETH_HLEN + 9)
                 .map_err(|_| DropReason::MalformedIp)?,
             hlen,
             later_fragment: u16::from_be(frag) & 0x1fff != 0,
         }))
+    }
+}
+
+/// A translatable packet: TCP, UDP or ICMP echo, with its tuple.
+pub struct Flow {
+    pub key: CtKey,
+    /// Offset of the L4 header.
+    pub l4: usize,
+    /// TCP flags byte (0 for other protocols).
+    pub tcp_flags: u8,
+    /// ICMP type (0 for other protocols).
+    pub icmp_type: u8,
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+impl Flow {
+    /// `Ok(None)` for packets cnet never translates (other protocols, later
+    /// fragments, ICMP other than echo and errors).
+    #[inline(always)]
+    pub fn parse(ctx: &TcContext, ip: &Ipv4View) -> Result<Option<Self>, DropReason> {
+        if ip.later_fragment {
+            count(Counter::Fragment as u32);
+            return Ok(None);
+        }
+        let l4 = ETH_HLEN + ip.hlen;
+        let (sport, dport, tcp_flags, icmp_type) = match ip.proto {
+            PROTO_TCP => {
+                if l4 + 20 > ctx.len() as usize {
+                    return Err(DropReason::MalformedL4);
+                }
+                let ports: [u16; 2] = ctx.load(l4).map_err(|_| DropReason::MalformedL4)?;
+                let flags: u8 = ctx.load(l4 + 13).map_err(|_| DropReason::MalformedL4)?;
+                (ports[0], ports[1], flags, 0)
+            }
+            PROTO_UDP => {
+                if l4 + 8 > ctx.len() as usize {
+                    return Err(DropReason::MalformedL4);
+                }
+                let ports: [u16; 2] = ctx.load(l4).map_err(|_| DropReason::MalformedL4)?;
+                (ports[0], ports[1], 0, 0)
+            }
+            PROTO_ICMP => {
+                if l4 + 8 > ctx.len() as usize {
+                    return Err(DropReason::MalformedL4);
+                }
+                let ty: u8 = ctx.load(l4).map_err(|_| DropReason::MalformedL4)?;
+                if ty != ICMP_ECHO
+                    && ty != ICMP_ECHO_REPLY
+                    && ty != ICMP_DEST_UNREACH
+                    && ty != ICMP_TIME_EXCEEDED
+                {
+                    return Ok(None);
+                }
+                let id: u16 = ctx.load(l4 + 4).map_err(|_| DropReason::MalformedL4)?;
+                (id, id, 0, ty)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Self {
+            key: CtKey::new(ip.saddr, ip.daddr, sport, dport, ip.proto),
+            l4,
+            tcp_flags,
+            icmp_type,
+        }))
+    }
+
+    #[inline(always)]
+    pub fn is_icmp_error(&self) -> bool {
+        self.key.proto == PROTO_ICMP
+            && (self.icmp_type == ICMP_DEST_UNREACH || self.icmp_type == ICMP_TIME_EXCEEDED)
+    }
+
+    /// Whether this packet may open a new translated flow: a TCP SYN without
+    /// ACK, any UDP datagram, an ICMP echo request.
+    #[inline(always)]
+    pub fn may_open(&self) -> bool {
+        match self.key.proto {
+            PROTO_TCP => self.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
+            PROTO_UDP => true,
+            _ => self.icmp_type == ICMP_ECHO,
+        }
     }
 }

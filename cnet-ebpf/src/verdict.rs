@@ -1,6 +1,6 @@
 //! The one place where typed outcomes become TC/XDP codes.
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
-use cnet_common::DropReason;
+use cnet_common::{Counter, DropReason};
 
 use crate::maps::STATS;
 
@@ -9,7 +9,6 @@ pub enum Action {
     /// Hand the (possibly rewritten) packet on to the stack.
     Pass,
     /// A redirect helper already chose the device; return its code.
-    #[expect(dead_code, reason = "used by the NAT path")]
     Redirect(i32),
 }
 
@@ -20,6 +19,12 @@ pub fn count(slot: u32) {
         // SAFETY: per-CPU slot, only this program on this CPU writes it now.
         unsafe { *p += 1 };
     }
+}
+
+/// Counts a translation by its conntrack kind (`CT_DNAT`.. map to `Counter::Dnat`..).
+#[inline(always)]
+pub fn count_kind(kind: u8) {
+    count(Counter::Dnat as u32 - 1 + u32::from(kind));
 }
 
 #[inline(always)]

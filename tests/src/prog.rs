@@ -101,3 +101,20 @@ impl Default for Loaded {
         Self::new()
     }
 }
+
+impl Loaded {
+    /// Writes the single `CONFIG` entry.
+    pub fn set_config(&mut self, cfg: cnet_common::maps::Config) {
+        let mut a: aya::maps::Array<&mut MapData, cnet_common::maps::Config> =
+            aya::maps::Array::try_from(self.ebpf.map_mut(cnet_common::maps::CONFIG).unwrap())
+                .unwrap();
+        a.set(0, cfg, 0).unwrap();
+    }
+
+    /// Every conntrack entry.
+    pub fn conntrack(&mut self) -> Vec<(cnet_common::maps::CtKey, cnet_common::maps::CtEntry)> {
+        let m: HashMap<&mut MapData, cnet_common::maps::CtKey, cnet_common::maps::CtEntry> =
+            HashMap::try_from(self.ebpf.map_mut(cnet_common::maps::CONNTRACK).unwrap()).unwrap();
+        m.iter().map(|r| r.unwrap()).collect()
+    }
+}

@@ -1,0 +1,144 @@
+//! ICMP errors (destination unreachable, time exceeded) about translated
+//! flows: the embedded header is rewritten back, and the outer addresses with it.
+use aya_ebpf::programs::TcContext;
+use cnet_common::{
+    DropReason, csum,
+    maps::{CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+};
+
+use crate::{
+    maps::CONNTRACK,
+    parse::{Flow, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF},
+};
+
+/// The embedded (original) packet of an ICMP error.
+struct Inner {
+    /// Offset of the embedded IPv4 header.
+    ip: usize,
+    /// Offset of the embedded L4 ports (or ICMP identifier).
+    ports: usize,
+    tuple: CtKey,
+}
+
+#[inline(always)]
+fn parse_inner(ctx: &TcContext, flow: &Flow) -> Option<Inner> {
+    let ip = flow.l4 + 8;
+    let vihl: u8 = ctx.load(ip).ok()?;
+    let hlen = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || hlen < 20 {
+        return None;
+    }
+    let proto: u8 = ctx.load(ip + 9).ok()?;
+    let ports = match proto {
+        PROTO_TCP | PROTO_UDP => ip + hlen,
+        PROTO_ICMP => ip + hlen + 4,
+        _ => return None,
+    };
+    let (sport, dport) = if proto == PROTO_ICMP {
+        let id: u16 = ctx.load(ports).ok()?;
+        (id, id)
+    } else {
+        let p: [u16; 2] = ctx.load(ports).ok()?;
+        (p[0], p[1])
+    };
+    let saddr: u32 = ctx.load(ip + 12).ok()?;
+    let daddr: u32 = ctx.load(ip + 16).ok()?;
+    Some(Inner {
+        ip,
+        ports,
+        tuple: CtKey::new(saddr, daddr, sport, dport, proto),
+    })
+}
+
+/// Changes a 32-bit word inside the ICMP payload, keeping both the embedded IP
+/// header checksum and the ICMP checksum right.
+#[inline(always)]
+fn set_inner32(
+    ctx: &TcContext,
+    icmp_csum: usize,
+    inner: &Inner,
+    off: usize,
+    old: u32,
+    new: u32,
+) -> Result<(), DropReason> {
+    let old_ck: u16 = ctx
+        .load(inner.ip + 10)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    let new_ck = csum::update32(u16::from_be(old_ck), u32::from_be(old), u32::from_be(new)).to_be();
+    ctx.store(off, &new, 0)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    ctx.store(inner.ip + 10, &new_ck, 0)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    ctx.l4_csum_replace(icmp_csum, u64::from(old), u64::from(new), 4)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    ctx.l4_csum_replace(icmp_csum, u64::from(old_ck), u64::from(new_ck), 2)
+        .map_err(|_| DropReason::RewriteFailed)
+}
+
+#[inline(always)]
+fn set_inner16(
+    ctx: &TcContext,
+    icmp_csum: usize,
+    off: usize,
+    old: u16,
+    new: u16,
+) -> Result<(), DropReason> {
+    ctx.store(off, &new, 0)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    ctx.l4_csum_replace(icmp_csum, u64::from(old), u64::from(new), 2)
+        .map_err(|_| DropReason::RewriteFailed)
+}
+
+#[inline(always)]
+fn set_outer(ctx: &TcContext, off: usize, old: u32, new: u32) -> Result<(), DropReason> {
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 4)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    ctx.store(off, &new, 0)
+        .map_err(|_| DropReason::RewriteFailed)
+}
+
+/// Translates an ICMP error whose embedded packet belongs to a tracked flow.
+/// Returns the translation applied to the embedded flow's reply direction
+/// (whose `daddr` is where the error now goes), or `None` if untracked.
+#[inline(always)]
+pub fn translate_error(ctx: &TcContext, flow: &Flow) -> Result<Option<CtEntry>, DropReason> {
+    let Some(inner) = parse_inner(ctx, flow) else {
+        return Ok(None);
+    };
+    let e = inner.tuple;
+    // The embedded packet went out as `e`; its replies look like reverse(e).
+    // SAFETY: value copied out immediately.
+    let Some(n) = (unsafe { CONNTRACK.get(e.reversed()) }).copied() else {
+        return Ok(None);
+    };
+    let icmp_csum = flow.l4 + 2;
+    // The embedded packet becomes the reverse of the translated reply.
+    if n.daddr != e.saddr {
+        set_inner32(ctx, icmp_csum, &inner, inner.ip + 12, e.saddr, n.daddr)?;
+    }
+    if n.saddr != e.daddr {
+        set_inner32(ctx, icmp_csum, &inner, inner.ip + 16, e.daddr, n.saddr)?;
+    }
+    if e.proto == PROTO_ICMP {
+        if n.dport != e.sport {
+            set_inner16(ctx, icmp_csum, inner.ports, e.sport, n.dport)?;
+        }
+    } else {
+        if n.dport != e.sport {
+            set_inner16(ctx, icmp_csum, inner.ports, e.sport, n.dport)?;
+        }
+        if n.sport != e.dport {
+            set_inner16(ctx, icmp_csum, inner.ports + 2, e.dport, n.sport)?;
+        }
+    }
+    // Outer: the error goes to the embedded packet's (new) source; if the end
+    // host itself reported it, it also comes from the (new) destination.
+    let k = &flow.key;
+    if n.daddr != k.daddr {
+        set_outer(ctx, IP_DST_OFF, k.daddr, n.daddr)?;
+    }
+    if k.saddr == e.daddr && n.saddr != k.saddr {
+        set_outer(ctx, IP_SRC_OFF, k.saddr, n.saddr)?;
+    }
+    Ok(Some(n))
+}

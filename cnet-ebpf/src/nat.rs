@@ -1,0 +1,250 @@
+//! Rewriting packets to a conntrack tuple with incremental checksums, and the
+//! conntrack entries themselves (paired forward/reverse, TCP state, expiry).
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    programs::TcContext,
+};
+use cnet_common::{
+    DropReason,
+    maps::{
+        CT_SEEN_ACK, CT_SEEN_FIN, CT_SEEN_RST, CT_SEEN_SYN, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP,
+        PROTO_UDP, PortKey, ct_timeout_secs,
+    },
+};
+
+use crate::{
+    maps::{CONNTRACK, PORTS},
+    parse::{Flow, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+/// Offset of the L4 checksum and the flags its updates need.
+#[inline(always)]
+fn l4_csum(flow: &Flow) -> (usize, u64) {
+    match flow.key.proto {
+        PROTO_TCP => (flow.l4 + 16, 0),
+        PROTO_UDP => (flow.l4 + 6, u64::from(BPF_F_MARK_MANGLED_0)),
+        _ => (flow.l4 + 2, 0),
+    }
+}
+
+#[inline(always)]
+fn set_addr(
+    ctx: &TcContext,
+    flow: &Flow,
+    off: usize,
+    old: u32,
+    new: u32,
+) -> Result<(), DropReason> {
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 4)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    // ICMP's checksum does not cover a pseudo header.
+    if flow.key.proto != PROTO_ICMP {
+        let (coff, flags) = l4_csum(flow);
+        ctx.l4_csum_replace(
+            coff,
+            u64::from(old),
+            u64::from(new),
+            flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
+        )
+        .map_err(|_| DropReason::RewriteFailed)?;
+    }
+    ctx.store(off, &new, 0)
+        .map_err(|_| DropReason::RewriteFailed)
+}
+
+#[inline(always)]
+fn set_port(
+    ctx: &TcContext,
+    flow: &Flow,
+    off: usize,
+    old: u16,
+    new: u16,
+) -> Result<(), DropReason> {
+    let (coff, flags) = l4_csum(flow);
+    ctx.l4_csum_replace(coff, u64::from(old), u64::from(new), flags | 2)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    ctx.store(off, &new, 0)
+        .map_err(|_| DropReason::RewriteFailed)
+}
+
+/// Rewrites the packet's tuple to `to`'s, fixing the IPv4 and L4 checksums.
+/// For ICMP echo the identifier plays both ports.
+#[inline(always)]
+pub fn rewrite(ctx: &TcContext, flow: &Flow, to: &CtEntry) -> Result<(), DropReason> {
+    let k = &flow.key;
+    if to.saddr != k.saddr {
+        set_addr(ctx, flow, IP_SRC_OFF, k.saddr, to.saddr)?;
+    }
+    if to.daddr != k.daddr {
+        set_addr(ctx, flow, IP_DST_OFF, k.daddr, to.daddr)?;
+    }
+    if k.proto == PROTO_ICMP {
+        if to.sport != k.sport {
+            set_port(ctx, flow, flow.l4 + 4, k.sport, to.sport)?;
+        }
+        return Ok(());
+    }
+    if to.sport != k.sport {
+        set_port(ctx, flow, flow.l4, k.sport, to.sport)?;
+    }
+    if to.dport != k.dport {
+        set_port(ctx, flow, flow.l4 + 2, k.dport, to.dport)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn stale(e: &CtEntry, proto: u8, t: u64) -> bool {
+    t.saturating_sub(e.last_seen) > ct_timeout_secs(proto, e.tcp_seen) * 1_000_000_000
+}
+
+/// Looks up `key`, refreshing the entry (time, counters, TCP state) on a hit.
+/// A stale entry is removed and reported as a miss.
+#[inline(always)]
+pub fn lookup(key: &CtKey, flow: &Flow, len: u32) -> Option<CtEntry> {
+    let p = CONNTRACK.get_ptr_mut(key)?;
+    let t = now();
+    // SAFETY: a map value pointer from a successful lookup; concurrent updates
+    // of these counters may race, which only makes them approximate.
+    let e = unsafe { &mut *p };
+    if stale(e, key.proto, t) {
+        let _ = CONNTRACK.remove(key);
+        return None;
+    }
+    e.last_seen = t;
+    e.packets += 1;
+    e.bytes += u64::from(len);
+    e.tcp_seen |= seen_bits(flow);
+    Some(*e)
+}
+
+#[inline(always)]
+fn seen_bits(flow: &Flow) -> u8 {
+    if flow.key.proto != PROTO_TCP {
+        return 0;
+    }
+    let f = flow.tcp_flags;
+    let mut s = 0;
+    if f & TCP_SYN != 0 {
+        s |= CT_SEEN_SYN;
+    }
+    if f & TCP_ACK != 0 {
+        s |= CT_SEEN_ACK;
+    }
+    if f & TCP_FIN != 0 {
+        s |= CT_SEEN_FIN;
+    }
+    if f & TCP_RST != 0 {
+        s |= CT_SEEN_RST;
+    }
+    s
+}
+
+/// The entry that rewrites packets to `(saddr, daddr, sport, dport)`.
+#[inline(always)]
+pub fn entry(key: &CtKey, kind: u8, out_ifindex: u32) -> CtEntry {
+    CtEntry {
+        saddr: key.saddr,
+        daddr: key.daddr,
+        sport: key.sport,
+        dport: key.dport,
+        kind,
+        out_ifindex,
+        last_seen: now(),
+        ..CtEntry::default()
+    }
+}
+
+/// Creates the pair for a new flow: `flow.key` -> `fwd`, and the reverse of
+/// `fwd` -> the reverse of `flow.key` (with `rev_kind`, `rev_ifindex`).
+/// The reverse entry goes in first; with `exclusive` it must not exist yet
+/// (it is the reservation of a masquerade port).
+#[inline(always)]
+pub fn create_pair(
+    flow: &Flow,
+    fwd: &CtEntry,
+    rev_kind: u8,
+    rev_ifindex: u32,
+    exclusive: bool,
+    len: u32,
+) -> Result<bool, DropReason> {
+    let rev_key = CtKey::new(fwd.daddr, fwd.saddr, fwd.dport, fwd.sport, flow.key.proto);
+    let rev = entry(&flow.key.reversed(), rev_kind, rev_ifindex);
+    let flags = if exclusive { BPF_NOEXIST } else { BPF_ANY };
+    if CONNTRACK.insert(rev_key, rev, u64::from(flags)).is_err() {
+        if !exclusive {
+            return Err(DropReason::RewriteFailed);
+        }
+        // Taken: reuse it only if it went stale.
+        // SAFETY: value copied out immediately.
+        let old = unsafe { CONNTRACK.get(rev_key) }.copied();
+        match old {
+            Some(o) if !stale(&o, flow.key.proto, now()) => return Ok(false),
+            _ => {
+                CONNTRACK
+                    .insert(rev_key, rev, 0)
+                    .map_err(|_| DropReason::RewriteFailed)?;
+            }
+        }
+    }
+    let mut f = *fwd;
+    f.packets = 1;
+    f.bytes = u64::from(len);
+    f.tcp_seen = seen_bits(flow);
+    if CONNTRACK.insert(flow.key, f, 0).is_err() {
+        let _ = CONNTRACK.remove(rev_key);
+        return Err(DropReason::RewriteFailed);
+    }
+    Ok(true)
+}
+
+/// Bounded tries for a masquerade source port: the original port first, then
+/// random ones from the ephemeral range.
+const SNAT_TRIES: u32 = 8;
+const EPHEMERAL_LOW: u32 = 32768;
+const EPHEMERAL_SPAN: u32 = 61000 - 32768;
+
+/// Masquerades `flow` to `addr`, out of `ifindex`. Returns the new tuple.
+#[inline(always)]
+pub fn masquerade(
+    flow: &Flow,
+    addr: u32,
+    ifindex: u32,
+    rev_kind: u8,
+    fwd_kind: u8,
+    len: u32,
+) -> Result<CtEntry, DropReason> {
+    let k = &flow.key;
+    let mut port = k.sport;
+    for i in 0..SNAT_TRIES {
+        if i > 0 {
+            // SAFETY: helper without arguments.
+            let r = unsafe { bpf_get_prandom_u32() };
+            port = ((EPHEMERAL_LOW + r % EPHEMERAL_SPAN) as u16).to_be();
+        }
+        // Never take a port that is published on the host.
+        let published = k.proto != PROTO_ICMP
+            && (PORTS.get_ptr(PortKey::new(0, port, k.proto)).is_some()
+                || PORTS.get_ptr(PortKey::new(addr, port, k.proto)).is_some());
+        if published {
+            continue;
+        }
+        let dport = if k.proto == PROTO_ICMP { port } else { k.dport };
+        let fwd = entry(
+            &CtKey::new(addr, k.daddr, port, dport, k.proto),
+            fwd_kind,
+            ifindex,
+        );
+        if create_pair(flow, &fwd, rev_kind, 0, true, len)? {
+            return Ok(fwd);
+        }
+    }
+    Err(DropReason::NatExhausted)
+}

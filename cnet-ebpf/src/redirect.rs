@@ -1,0 +1,72 @@
+//! Where translated packets go: straight into a container (redirect_peer), out
+//! of a chosen device with neighbour resolution (redirect_neigh), or on to the stack.
+use core::{mem, ptr};
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
+    programs::TcContext,
+};
+use cnet_common::DropReason;
+
+use crate::{
+    maps::{ENDPOINTS, UPLINKS, config},
+    parse::Flow,
+    verdict::Action,
+};
+
+const AF_INET: u8 = 2;
+
+/// Sends the packet to `daddr`: into its container if it is one (setting the
+/// MACs a frame from the bridge would carry), else out of `out_ifindex` when
+/// set, else on to the host stack.
+#[inline(always)]
+pub fn deliver(ctx: &TcContext, daddr: u32, out_ifindex: u32) -> Result<Action, DropReason> {
+    // SAFETY: value copied out immediately.
+    if let Some(ep) = unsafe { ENDPOINTS.get(daddr) }.copied() {
+        let mac = config().bridge_mac;
+        ctx.store(0, &ep.mac, 0)
+            .map_err(|_| DropReason::RewriteFailed)?;
+        ctx.store(6, &mac, 0)
+            .map_err(|_| DropReason::RewriteFailed)?;
+        // SAFETY: plain helper call.
+        let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) };
+        return Ok(Action::Redirect(rc as i32));
+    }
+    if out_ifindex != 0 {
+        // SAFETY: plain helper call; no explicit next hop (the helper looks it up).
+        let rc = unsafe { bpf_redirect_neigh(out_ifindex, ptr::null_mut(), 0, 0) };
+        return Ok(Action::Redirect(rc as i32));
+    }
+    Ok(Action::Pass)
+}
+
+/// The uplink the host would route `flow` out of, with its masquerade address.
+#[inline(always)]
+pub fn uplink_for(ctx: &TcContext, flow: &Flow, ifindex: u32) -> Option<(u32, u32)> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid input.
+    let mut p: bpf_fib_lookup = unsafe { mem::zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = flow.key.proto;
+    p.sport = flow.key.sport;
+    p.dport = flow.key.dport;
+    p.__bindgen_anon_1.tot_len = (ctx.len() as u16).saturating_sub(14);
+    p.ifindex = ifindex;
+    p.__bindgen_anon_3.ipv4_src = flow.key.saddr;
+    p.__bindgen_anon_4.ipv4_dst = flow.key.daddr;
+    // SAFETY: helper with a valid context and a stack buffer of the right size.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut p,
+            mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        return None;
+    }
+    // SAFETY: value copied out immediately.
+    let up = unsafe { UPLINKS.get(p.ifindex) }.copied()?;
+    Some((p.ifindex, up.addr))
+}
