@@ -9,9 +9,13 @@ mod maps;
 mod nat;
 mod parse;
 mod redirect;
+mod sock;
 mod verdict;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
+};
 use cnet_common::{
     DropReason,
     maps::{
@@ -37,6 +41,27 @@ pub fn cnet_uplink_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn cnet_veth_ingress(ctx: TcContext) -> i32 {
     verdict::tc(try_veth_ingress(&ctx))
+}
+
+/// Host-local access: `connect()` to a published port goes to the container.
+#[cgroup_sock_addr(connect4)]
+pub fn cnet_connect4(ctx: SockAddrContext) -> i32 {
+    sock::to_container(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn cnet_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::to_container(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn cnet_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::from_container(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn cnet_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::from_container(&ctx)
 }
 
 #[inline(always)]

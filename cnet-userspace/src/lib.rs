@@ -1,4 +1,91 @@
 //! cnet's control plane as a library: the CLI, the tests and the benchmark all
-//! call these functions.
+//! call these functions. Every command is a short transaction under the
+//! instance's lock: validate, apply, roll back on failure.
 
+pub mod container;
 pub mod ebpf;
+pub mod ipam;
+pub mod loader;
+pub mod net;
+pub mod portspec;
+pub mod show;
+pub mod state;
+pub mod undo;
+pub mod up;
+
+use anyhow::{Context, Result};
+
+use crate::state::{Lock, Paths};
+
+/// `cnet run`: creates the container and starts its command. Detached, it
+/// returns at once; in the foreground it waits for the command, removes the
+/// container and returns the command's exit code.
+pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<i32> {
+    let (name, mut child) = {
+        let _lock = Lock::take(paths)?;
+        let mut st = state::load_up(paths)?;
+        let mut c = container::create(paths, &mut st, opts)?;
+        let name = c.name.clone();
+        st.containers.insert(name.clone(), c.clone());
+        let child = match container::start(paths, &c, detach) {
+            Ok(ch) => ch,
+            Err(e) => {
+                let _ = container::teardown(paths, &mut st, &name);
+                return Err(e);
+            }
+        };
+        c.pid = Some(child.id());
+        st.containers.insert(name.clone(), c);
+        if let Err(e) = state::save(paths, &st) {
+            let _ = container::teardown(paths, &mut st, &name);
+            return Err(e);
+        }
+        (name, child)
+    };
+    if detach {
+        println!("{name}");
+        return Ok(0);
+    }
+    // Like system(3): the terminal's ^C goes to the command, cnet cleans up after it.
+    // SAFETY: setting signal dispositions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for container {name}"))?;
+    let _lock = Lock::take(paths)?;
+    let mut st = state::load_up(paths)?;
+    if st.containers.contains_key(&name) {
+        container::teardown(paths, &mut st, &name)?;
+        state::save(paths, &st)?;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// `cnet rm [-f] NAME...`: all names are checked before anything is removed.
+pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<()> {
+    let _lock = Lock::take(paths)?;
+    let mut st = state::load_up(paths)?;
+    for n in names {
+        let c = st
+            .containers
+            .get(n)
+            .with_context(|| format!("no such container: {n}"))?;
+        if c.running() && !force {
+            anyhow::bail!("container {n} is running: use `cnet rm -f {n}`");
+        }
+    }
+    let mut result = Ok(());
+    for n in names {
+        if let Err(e) = container::teardown(paths, &mut st, n) {
+            result = Err(e);
+        }
+    }
+    state::save(paths, &st)?;
+    result
+}

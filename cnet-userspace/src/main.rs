@@ -1,14 +1,198 @@
-use std::process::ExitCode;
+//! The `cnet` command line: argument parsing and dispatch only.
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use cnet::{
+    container::RunOptions,
+    ipam::Cidr,
+    show,
+    state::{self, Paths},
+    up::{self, UpOptions},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "cnet",
+    version,
+    about = "Docker-style container networking in eBPF, without iptables"
+)]
+struct Cli {
+    /// Directory holding this instance's state, pins and logs.
+    #[arg(
+        long,
+        global = true,
+        env = "CNET_ROOT",
+        default_value = "/var/lib/cnet"
+    )]
+    root: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load the dataplane, create the default bridge network, attach the programs.
+    Up {
+        /// Bridge address and subnet of the default network.
+        #[arg(long)]
+        bip: Option<Cidr>,
+        /// Interface(s) facing the outside world (default: those with a default route).
+        #[arg(long = "uplink")]
+        uplinks: Vec<String>,
+        /// cgroup v2 directory for the host-local hooks (default: the cgroup2 root).
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// Masquerade container traffic leaving through an uplink.
+        #[arg(long = "ip-masq", default_value_t = true, action = clap::ArgAction::Set)]
+        ip_masq: bool,
+    },
+    /// Remove everything this instance created.
+    Down,
+    /// Create a container and run CMD in it.
+    Run {
+        /// Run in the background and print the container's name.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[arg(long)]
+        name: Option<String>,
+        /// Publish a port: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO], ranges allowed.
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
+        /// Expose a port (published by -P).
+        #[arg(long)]
+        expose: Vec<String>,
+        /// Publish every exposed port to a dynamic host port.
+        #[arg(short = 'P', long = "publish-all")]
+        publish_all: bool,
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Remove running containers too (their processes are killed).
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List containers.
+    Ps {
+        /// Names only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show containers as JSON, in Docker's shape.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List a container's published ports, as `docker port` does.
+    Port {
+        name: String,
+        private: Option<String>,
+    },
+    /// Print the datapath counters.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 fn main() -> ExitCode {
-    match cnet::ebpf::object() {
-        Ok(_) => {
-            eprintln!("cnet: `cnet up` is not implemented yet");
-            ExitCode::from(2)
-        }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("cnet: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(1)
         }
     }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    let paths = Paths::new(&cli.root);
+    match cli.cmd {
+        Cmd::Up {
+            bip,
+            uplinks,
+            cgroup,
+            ip_masq,
+        } => {
+            up::up(
+                &paths,
+                &UpOptions {
+                    bip,
+                    uplinks,
+                    cgroup,
+                    no_masquerade: !ip_masq,
+                },
+            )?;
+        }
+        Cmd::Down => up::down(&paths)?,
+        Cmd::Run {
+            detach,
+            name,
+            publish,
+            expose,
+            publish_all,
+            cmd,
+        } => {
+            return cnet::run(
+                &paths,
+                &RunOptions {
+                    name,
+                    publish,
+                    expose,
+                    publish_all,
+                    cmd,
+                },
+                detach,
+            );
+        }
+        Cmd::Rm { force, names } => {
+            cnet::rm(&paths, &names, force)?;
+            for n in names {
+                println!("{n}");
+            }
+        }
+        Cmd::Ps { quiet } => print!("{}", show::ps(&state::load_up(&paths)?, quiet)),
+        Cmd::Inspect { names } => {
+            let st = state::load_up(&paths)?;
+            let mut out = Vec::new();
+            for n in &names {
+                let c = st
+                    .containers
+                    .get(n)
+                    .with_context(|| format!("no such container: {n}"))?;
+                out.push(show::inspect(&st, c));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Cmd::Port { name, private } => {
+            let st = state::load_up(&paths)?;
+            let c = st
+                .containers
+                .get(&name)
+                .with_context(|| format!("no such container: {name}"))?;
+            print!("{}", show::port(c, private.as_deref())?);
+        }
+        Cmd::Stats { json } => {
+            state::load_up(&paths)?;
+            let counters = cnet::loader::counters(&paths)?;
+            if json {
+                let m: serde_json::Map<String, serde_json::Value> = counters
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), (*v).into()))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                for (n, v) in counters {
+                    println!("{n:<24} {v}");
+                }
+            }
+        }
+    }
+    Ok(0)
 }

@@ -1,0 +1,408 @@
+//! Containers: a named network namespace joined to the bridge by a veth pair,
+//! its map entries, and the process running in it.
+use std::{
+    fs::{self, File},
+    io::Read,
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use cnet_common::{
+    addr_key,
+    maps::{self, CtEntry, CtKey, Endpoint, PortKey, PortValue},
+    port_key,
+};
+
+use crate::{
+    ipam, loader, net,
+    portspec::{self, PortMapping, Proto, PublishSpec},
+    state::{Container, Paths, State},
+    undo::{Undo, transaction},
+};
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub name: Option<String>,
+    pub publish: Vec<String>,
+    pub expose: Vec<String>,
+    pub publish_all: bool,
+    pub cmd: Vec<String>,
+}
+
+/// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`; cnet also caps the length.
+pub fn validate_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = name.len() >= 2
+        && name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    ensure!(
+        ok,
+        "invalid container name {name:?}: use 2-64 characters [a-zA-Z0-9][a-zA-Z0-9_.-]"
+    );
+    Ok(())
+}
+
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn dynamic_range() -> std::ops::RangeInclusive<u16> {
+    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|s| s.parse::<u16>().ok());
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) if a <= b => a..=b,
+        _ => 32768..=60999,
+    }
+}
+
+/// Whether nothing on the host holds `ip:port/proto` (a bind test in the host namespace).
+pub fn host_port_free(ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<bool> {
+    let addr = SocketAddrV4::new(ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port);
+    let r = match proto {
+        Proto::Tcp => TcpListener::bind(addr).map(|_| ()),
+        Proto::Udp => UdpSocket::bind(addr).map(|_| ()),
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            bail!("host IP {} is not an address of this host", addr.ip())
+        }
+        Err(e) => Err(e).with_context(|| format!("checking host port {addr}/{proto}")),
+    }
+}
+
+/// Decides the port mappings for a new container, checking every host port
+/// against other containers' mappings and the host's listening sockets.
+pub fn plan_ports(
+    state: &State,
+    opts: &RunOptions,
+) -> Result<(Vec<PortMapping>, Vec<(u16, Proto)>)> {
+    let mut specs: Vec<PublishSpec> = opts
+        .publish
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_>>()?;
+    let mut exposed: Vec<(u16, Proto)> = Vec::new();
+    for e in &opts.expose {
+        exposed.extend(portspec::parse_expose(e)?);
+    }
+    for s in &specs {
+        exposed.extend(s.container.ports().map(|p| (p, s.proto)));
+    }
+    exposed.sort();
+    exposed.dedup();
+    if opts.publish_all {
+        for (p, proto) in &exposed {
+            if !specs
+                .iter()
+                .any(|s| s.proto == *proto && s.container.ports().any(|c| c == *p))
+            {
+                specs.push(PublishSpec {
+                    host_ip: None,
+                    host: None,
+                    container: portspec::Range { start: *p, end: *p },
+                    proto: *proto,
+                });
+            }
+        }
+    }
+    let used: Vec<&PortMapping> = state
+        .containers
+        .values()
+        .flat_map(|c| c.ports.iter())
+        .collect();
+    let mut free = |ip: Option<Ipv4Addr>, port: u16, proto: Proto| -> Result<bool> {
+        let clash = used.iter().any(|m| {
+            m.host_port == port
+                && m.proto == proto
+                && (m.host_ip.is_none() || ip.is_none() || m.host_ip == ip)
+        });
+        Ok(!clash && host_port_free(ip, port, proto)?)
+    };
+    let mappings = portspec::resolve(&specs, dynamic_range(), &mut free)?;
+    Ok((mappings, exposed))
+}
+
+fn port_entry(m: &PortMapping, ip: Ipv4Addr) -> (PortKey, PortValue) {
+    let host = m.host_ip.map(|a| addr_key(a.octets())).unwrap_or(0);
+    (
+        PortKey::new(host, port_key(m.host_port), m.proto.number()),
+        PortValue::new(addr_key(ip.octets()), port_key(m.container_port)),
+    )
+}
+
+/// Adds `m` for the container at `ip` to the PORTS map.
+pub fn publish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
+    let (k, v) = port_entry(m, ip);
+    loader::hash::<PortKey, PortValue>(paths, maps::PORTS)?
+        .insert(k, v, 0)
+        .with_context(|| format!("publishing {m}"))
+}
+
+pub fn unpublish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
+    let (k, _) = port_entry(m, ip);
+    match loader::hash::<PortKey, PortValue>(paths, maps::PORTS)?.remove(&k) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("unpublishing {m}")),
+    }
+}
+
+/// Creates the namespace, veth, addresses, route, attachment and map entries
+/// for a new container (not its process). Rolls back on failure.
+pub fn create(paths: &Paths, state: &mut State, opts: &RunOptions) -> Result<Container> {
+    ensure!(
+        !opts.cmd.is_empty(),
+        "no command given: cnet run [OPTIONS] -- CMD [ARGS]"
+    );
+    let id = random_id()?;
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => format!("cnet-{}", &id[..8]),
+    };
+    validate_name(&name)?;
+    ensure!(
+        !state.containers.contains_key(&name),
+        "a container named {name:?} already exists"
+    );
+    ensure!(
+        !net::netns_exists(&name),
+        "a network namespace named {name:?} already exists (see `ip netns list`)"
+    );
+    let (ports, exposed) = plan_ports(state, opts)?;
+    let used: Vec<Ipv4Addr> = state.containers.values().map(|c| c.ip).collect();
+    let ip = ipam::allocate(state.bip, &used)?;
+    let mac = ipam::mac_for(ip);
+    let veth = format!("veth{}", &id[..7]);
+    let c = Container {
+        name: name.clone(),
+        id,
+        ip,
+        mac: ipam::mac_string(mac),
+        veth: veth.clone(),
+        ports,
+        exposed,
+        cmd: opts.cmd.clone(),
+        pid: None,
+        created: now_rfc3339(),
+    };
+    transaction(|undo| {
+        plumb(paths, state, &c, mac, undo)?;
+        Ok(())
+    })?;
+    Ok(c)
+}
+
+fn plumb(paths: &Paths, state: &State, c: &Container, mac: [u8; 6], undo: &mut Undo) -> Result<()> {
+    let (name, veth) = (c.name.clone(), c.veth.clone());
+    net::ip(&["netns", "add", &name])?;
+    undo.push("delete netns", move || {
+        net::ip(&["netns", "del", &name]).map(|_| ())
+    });
+    net::ip(&[
+        "link", "add", &c.veth, "type", "veth", "peer", "name", "eth0", "netns", &c.name,
+    ])?;
+    let v = veth.clone();
+    undo.push("delete veth", move || {
+        net::ip(&["link", "del", &v]).map(|_| ())
+    });
+    net::ip(&["link", "set", &c.veth, "master", &state.bridge, "up"])?;
+    let n = c.name.as_str();
+    let cidr = format!("{}/{}", c.ip, state.bip.prefix);
+    net::ip(&["-n", n, "link", "set", "eth0", "address", &c.mac])?;
+    net::ip(&["-n", n, "addr", "add", &cidr, "dev", "eth0"])?;
+    net::ip(&["-n", n, "link", "set", "eth0", "up"])?;
+    net::ip(&["-n", n, "link", "set", "lo", "up"])?;
+    net::ip(&[
+        "-n",
+        n,
+        "route",
+        "add",
+        "default",
+        "via",
+        &state.bip.addr.to_string(),
+    ])?;
+    attach_endpoint(paths, c, mac, undo)
+}
+
+/// The container's attachment and map entries (also used to reconcile).
+fn attach_endpoint(paths: &Paths, c: &Container, mac: [u8; 6], undo: &mut Undo) -> Result<()> {
+    let link = format!("veth-{}", c.name);
+    if loader::attach_tc(paths, loader::VETH_PROG, &c.veth, &link)? {
+        let p = paths.clone();
+        undo.push("detach veth program", move || loader::detach(&p, &link));
+    }
+    let ifindex = net::ifindex(&c.veth)?;
+    loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS)?
+        .insert(addr_key(c.ip.octets()), Endpoint::new(ifindex, mac), 0)
+        .with_context(|| format!("recording endpoint {}", c.ip))?;
+    let (p, ip) = (paths.clone(), c.ip);
+    undo.push("remove endpoint", move || {
+        loader::hash::<u32, Endpoint>(&p, maps::ENDPOINTS)?
+            .remove(&addr_key(ip.octets()))
+            .map_err(Into::into)
+    });
+    for m in &c.ports {
+        publish(paths, m, c.ip)?;
+        let (p, m, ip) = (paths.clone(), m.clone(), c.ip);
+        undo.push("unpublish", move || unpublish(&p, &m, ip));
+    }
+    Ok(())
+}
+
+fn now_rfc3339() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Starts the container's command inside its namespace. Detached processes
+/// get their own session and log to `<root>/logs/<name>.log`.
+pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process::Child> {
+    let ns = File::open(format!("/run/netns/{}", c.name))
+        .with_context(|| format!("opening netns {}", c.name))?;
+    let fd = ns.as_raw_fd();
+    let mut cmd = Command::new(&c.cmd[0]);
+    cmd.args(&c.cmd[1..]);
+    if detach {
+        fs::create_dir_all(paths.logs())
+            .with_context(|| format!("creating {}", paths.logs().display()))?;
+        let log_path = paths.logs().join(format!("{}.log", c.name));
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if detach {
+                libc::setsid();
+            }
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {:?} in container {}", c.cmd, c.name))?;
+    drop(ns);
+    Ok(child)
+}
+
+/// Removes every trace of container `name`: processes, map entries,
+/// conntrack entries, link, veth, namespace, state. Continues past failures
+/// and reports them together.
+pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
+    let c = state
+        .containers
+        .get(name)
+        .cloned()
+        .with_context(|| format!("no such container: {name}"))?;
+    let mut errors: Vec<String> = Vec::new();
+    let mut note = |r: Result<()>| {
+        if let Err(e) = r {
+            errors.push(format!("{e:#}"));
+        }
+    };
+    note(kill_all(&c.name));
+    for m in &c.ports {
+        note(unpublish(paths, m, c.ip));
+    }
+    note(
+        loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS).and_then(|mut e| {
+            match e.remove(&addr_key(c.ip.octets())) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(err) => Err(err).context("removing endpoint"),
+            }
+        }),
+    );
+    note(purge_conntrack(paths, c.ip).map(|_| ()));
+    note(loader::detach(paths, &format!("veth-{}", c.name)));
+    if net::link_exists(&c.veth) {
+        note(net::ip(&["link", "del", &c.veth]).map(|_| ()));
+    }
+    if net::netns_exists(&c.name) {
+        note(net::ip(&["netns", "del", &c.name]).map(|_| ()));
+    }
+    state.containers.remove(name);
+    if !errors.is_empty() {
+        bail!("removing container {name}: {}", errors.join("; "));
+    }
+    Ok(())
+}
+
+/// SIGKILLs every process in namespace `name` and waits (bounded) until none is left.
+fn kill_all(name: &str) -> Result<()> {
+    if !net::netns_exists(name) {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = net::netns_pids(name);
+        if pids.is_empty() {
+            return Ok(());
+        }
+        for pid in &pids {
+            // SAFETY: plain kill(2) on a process inside the container's namespace.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        if Instant::now() > deadline {
+            bail!("processes {pids:?} in container {name} did not exit after SIGKILL");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deletes every conntrack entry that involves `ip`; returns how many.
+pub fn purge_conntrack(paths: &Paths, ip: Ipv4Addr) -> Result<usize> {
+    let a = addr_key(ip.octets());
+    let mut ct = loader::hash::<CtKey, CtEntry>(paths, maps::CONNTRACK)?;
+    let doomed: Vec<CtKey> = ct
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(k, e)| k.saddr == a || k.daddr == a || e.saddr == a || e.daddr == a)
+        .map(|(k, _)| k)
+        .collect();
+    for k in &doomed {
+        let _ = ct.remove(k);
+    }
+    Ok(doomed.len())
+}
+
+/// After a restart or crash: containers whose namespace is gone are dropped;
+/// the others get their link and map entries back.
+pub fn reconcile(paths: &Paths, state: &mut State) -> Result<()> {
+    let names: Vec<String> = state.containers.keys().cloned().collect();
+    for name in names {
+        let Some(c) = state.containers.get(&name).cloned() else {
+            continue;
+        };
+        if !net::netns_exists(&name) || !net::link_exists(&c.veth) {
+            log::warn!("container {name} lost its namespace or veth: removing it");
+            let _ = teardown(paths, state, &name);
+            continue;
+        }
+        let mac = ipam::mac_for(c.ip);
+        transaction(|undo| attach_endpoint(paths, &c, mac, undo))
+            .with_context(|| format!("restoring container {name}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Subnets and address allocation (pure).
+use std::{fmt, net::Ipv4Addr, str::FromStr};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+/// An address with a prefix length, e.g. the bridge's `172.17.0.1/16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn mask(self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+    pub fn network(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+    pub fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (a, p) = s
+            .split_once('/')
+            .with_context(|| format!("invalid CIDR {s:?}: expected ADDRESS/PREFIX"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .with_context(|| format!("invalid address {a:?} in {s:?}"))?;
+        let prefix: u8 = p
+            .parse()
+            .with_context(|| format!("invalid prefix length {p:?} in {s:?}"))?;
+        ensure!(
+            (8..=30).contains(&prefix),
+            "prefix length {prefix} in {s:?} out of range (8-30)"
+        );
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        c.to_string()
+    }
+}
+
+/// Validates a bridge IP (`--bip`): a host address of its own subnet.
+pub fn validate_bip(bip: Cidr) -> Result<()> {
+    if bip.addr == bip.network() || bip.addr == bip.broadcast() {
+        bail!("bridge IP {bip} is the network or broadcast address of its subnet");
+    }
+    Ok(())
+}
+
+/// The lowest address of `subnet` that is not the network, the broadcast,
+/// the gateway, or in `used`.
+pub fn allocate(subnet: Cidr, used: &[Ipv4Addr]) -> Result<Ipv4Addr> {
+    let first = u32::from(subnet.network()) + 1;
+    let last = u32::from(subnet.broadcast()) - 1;
+    (first..=last)
+        .map(Ipv4Addr::from)
+        .find(|ip| *ip != subnet.addr && !used.contains(ip))
+        .with_context(|| {
+            format!(
+                "no free address left in {}/{}",
+                subnet.network(),
+                subnet.prefix
+            )
+        })
+}
+
+/// Docker's MAC for an address: 02:42 followed by the four octets.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_math() {
+        let c: Cidr = "172.17.0.1/16".parse().unwrap();
+        assert_eq!(c.network(), Ipv4Addr::new(172, 17, 0, 0));
+        assert_eq!(c.broadcast(), Ipv4Addr::new(172, 17, 255, 255));
+        assert!(c.contains(Ipv4Addr::new(172, 17, 3, 4)));
+        assert!(!c.contains(Ipv4Addr::new(172, 18, 0, 1)));
+        for bad in [
+            "172.17.0.1",
+            "172.17.0.1/33",
+            "172.17.0/16",
+            "x/16",
+            "10.0.0.1/4",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        assert!(validate_bip("172.17.0.0/16".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn allocation_skips_gateway_and_used() {
+        let c: Cidr = "10.1.0.1/29".parse().unwrap();
+        assert_eq!(allocate(c, &[]).unwrap(), Ipv4Addr::new(10, 1, 0, 2));
+        let used: Vec<Ipv4Addr> = (2..=5).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+        assert_eq!(allocate(c, &used).unwrap(), Ipv4Addr::new(10, 1, 0, 6));
+        let full: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+        assert!(
+            allocate(c, &full)
+                .unwrap_err()
+                .to_string()
+                .contains("10.1.0.0/29")
+        );
+    }
+
+    #[test]
+    fn docker_mac() {
+        assert_eq!(
+            mac_string(mac_for(Ipv4Addr::new(172, 17, 0, 2))),
+            "02:42:ac:11:00:02"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Loads the eBPF object once per instance, pins maps, programs and links
+//! under the instance's own bpffs mount, and attaches programs from those pins.
+//! With everything pinned, the dataplane keeps forwarding while no cnet
+//! process runs.
+use std::{fs, os::fd::AsFd, path::Path};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    EbpfLoader,
+    maps::{Array, HashMap, Map, MapData},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, Program, SchedClassifier, TcAttachType,
+        cgroup_sock_addr::CgroupSockAddrAttachType, links::FdLink,
+    },
+};
+use cnet_common::maps::{self, Config};
+
+use crate::state::Paths;
+
+pub const UPLINK_PROG: &str = "cnet_uplink_ingress";
+pub const VETH_PROG: &str = "cnet_veth_ingress";
+/// The host-local hooks and their attach types.
+pub const SOCK_PROGS: &[(&str, CgroupSockAddrAttachType)] = &[
+    ("cnet_connect4", CgroupSockAddrAttachType::Connect4),
+    ("cnet_sendmsg4", CgroupSockAddrAttachType::UDPSendMsg4),
+    ("cnet_recvmsg4", CgroupSockAddrAttachType::UDPRecvMsg4),
+    ("cnet_getpeername4", CgroupSockAddrAttachType::GetPeerName4),
+];
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn is_bpffs(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs into a zeroed struct with a valid path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// Mounts a bpffs at the instance's pin directory unless one is there.
+pub fn ensure_bpffs(paths: &Paths) -> Result<()> {
+    let dir = paths.bpf();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !is_bpffs(&dir) {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .output()
+            .context("running mount")?;
+        if !out.status.success() {
+            bail!(
+                "mounting bpffs at {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    for sub in ["maps", "progs", "links"] {
+        fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}/{sub}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Unmounts the instance's bpffs (dropping every pin in it).
+pub fn remove_bpffs(paths: &Paths) -> Result<()> {
+    let dir = paths.bpf();
+    if is_bpffs(&dir) {
+        let out = std::process::Command::new("umount")
+            .arg(&dir)
+            .output()
+            .context("running umount")?;
+        if !out.status.success() {
+            bail!(
+                "unmounting {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    let _ = fs::remove_dir(&dir);
+    Ok(())
+}
+
+/// Loads the object with every map pinned (reusing existing pins) and pins
+/// every program. Does nothing when the programs are already pinned.
+pub fn load_and_pin(paths: &Paths) -> Result<()> {
+    if paths.prog_pin(VETH_PROG).exists() && paths.prog_pin(UPLINK_PROG).exists() {
+        return Ok(());
+    }
+    let object = crate::ebpf::object()?;
+    let mut loader = EbpfLoader::new();
+    let pins: Vec<(&str, std::path::PathBuf)> =
+        maps::ALL.iter().map(|m| (*m, paths.map_pin(m))).collect();
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(object).context("loading the eBPF object")?;
+    for (name, prog) in ebpf.programs_mut() {
+        let pin = paths.prog_pin(name);
+        match prog {
+            Program::SchedClassifier(p) => {
+                p.load()
+                    .with_context(|| format!("verifier rejected {name}"))?;
+                let _ = fs::remove_file(&pin);
+                p.pin(&pin)
+                    .with_context(|| format!("pinning {name} at {}", pin.display()))?;
+            }
+            Program::CgroupSockAddr(p) => {
+                p.load()
+                    .with_context(|| format!("verifier rejected {name}"))?;
+                let _ = fs::remove_file(&pin);
+                p.pin(&pin)
+                    .with_context(|| format!("pinning {name} at {}", pin.display()))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Attaches the pinned TC program `prog` to `iface`'s ingress and pins the
+/// link as `link`. Idempotent: an existing link pin is kept (returns `false`).
+pub fn attach_tc(paths: &Paths, prog: &str, iface: &str, link: &str) -> Result<bool> {
+    let pin = paths.link_pin(link);
+    if pin.exists() {
+        return Ok(false);
+    }
+    let mut p = SchedClassifier::from_pin(paths.prog_pin(prog))
+        .with_context(|| format!("opening pinned program {prog}"))?;
+    let id = p
+        .attach(iface, TcAttachType::Ingress)
+        .with_context(|| format!("attaching {prog} to {iface} ingress"))?;
+    let l = p
+        .take_link(id)
+        .with_context(|| format!("taking the {prog} link on {iface}"))?;
+    let fd: FdLink = l
+        .try_into()
+        .with_context(|| format!("{prog} on {iface} is not a tcx link"))?;
+    fd.pin(&pin)
+        .with_context(|| format!("pinning link {}", pin.display()))?;
+    Ok(true)
+}
+
+/// Attaches the host-local hooks to the cgroup v2 directory `cgroup`.
+pub fn attach_cgroup(paths: &Paths, cgroup: &Path) -> Result<()> {
+    let dir =
+        fs::File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+    for (name, attach) in SOCK_PROGS {
+        let pin = paths.link_pin(name);
+        if pin.exists() {
+            continue;
+        }
+        let mut p = CgroupSockAddr::from_pin(paths.prog_pin(name), *attach)
+            .with_context(|| format!("opening pinned program {name}"))?;
+        let id = p
+            .attach(dir.as_fd(), CgroupAttachMode::Single)
+            .with_context(|| format!("attaching {name} to cgroup {}", cgroup.display()))?;
+        let l = p
+            .take_link(id)
+            .with_context(|| format!("taking the {name} link"))?;
+        let fd: FdLink = l
+            .try_into()
+            .with_context(|| format!("{name} is not an fd link"))?;
+        fd.pin(&pin)
+            .with_context(|| format!("pinning link {}", pin.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes a link pin, which detaches the program (no other reference exists).
+pub fn detach(paths: &Paths, link: &str) -> Result<()> {
+    let pin = paths.link_pin(link);
+    match fs::remove_file(&pin) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing link pin {}", pin.display())),
+    }
+}
+
+fn pinned(paths: &Paths, name: &str) -> Result<Map> {
+    let data = MapData::from_pin(paths.map_pin(name))
+        .with_context(|| format!("opening pinned map {name} (is cnet up?)"))?;
+    Map::from_map_data(data).with_context(|| format!("reading map {name}"))
+}
+
+/// A typed handle on a pinned hash (or LRU hash) map.
+pub fn hash<K: aya::Pod, V: aya::Pod>(paths: &Paths, name: &str) -> Result<HashMap<MapData, K, V>> {
+    HashMap::try_from(pinned(paths, name)?).with_context(|| format!("map {name} is not a hash map"))
+}
+
+pub fn set_config(paths: &Paths, cfg: Config) -> Result<()> {
+    let mut a: Array<MapData, Config> =
+        Array::try_from(pinned(paths, maps::CONFIG)?).context("map CONFIG is not an array")?;
+    a.set(0, cfg, 0).context("writing CONFIG")
+}
+
+/// Sums every named counter over CPUs.
+pub fn counters(paths: &Paths) -> Result<Vec<(&'static str, u64)>> {
+    let stats: aya::maps::PerCpuArray<MapData, u64> =
+        aya::maps::PerCpuArray::try_from(pinned(paths, maps::STATS)?).context("map STATS")?;
+    cnet_common::drop::COUNTER_NAMES
+        .iter()
+        .map(|(slot, name)| {
+            Ok((
+                *name,
+                stats
+                    .get(slot, 0)
+                    .with_context(|| format!("reading {name}"))?
+                    .iter()
+                    .sum(),
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,173 @@
+//! The desired state of one instance: one JSON file under the instance root,
+//! written atomically (temp file, fsync, rename) while holding a file lock.
+use std::{
+    collections::BTreeMap,
+    fs::{self, File, OpenOptions},
+    io::Write,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ipam::Cidr,
+    portspec::{PortMapping, Proto},
+};
+
+pub const STATE_VERSION: u32 = 1;
+
+/// Where an instance keeps everything.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+    /// The instance's own bpffs mount.
+    pub fn bpf(&self) -> PathBuf {
+        self.root.join("bpf")
+    }
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        self.bpf().join("maps").join(name)
+    }
+    pub fn prog_pin(&self, name: &str) -> PathBuf {
+        self.bpf().join("progs").join(name)
+    }
+    pub fn link_pin(&self, name: &str) -> PathBuf {
+        self.bpf().join("links").join(name)
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Bridge address and subnet of the default network.
+    pub bip: Cidr,
+    pub bridge: String,
+    pub uplinks: Vec<String>,
+    /// cgroup v2 directory the host-local hooks are attached to.
+    pub cgroup: Option<PathBuf>,
+    pub masquerade: bool,
+    pub containers: BTreeMap<String, Container>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// Host-side veth.
+    pub veth: String,
+    pub ports: Vec<PortMapping>,
+    pub exposed: Vec<(u16, Proto)>,
+    pub cmd: Vec<String>,
+    pub pid: Option<u32>,
+    pub created: String,
+}
+
+impl Container {
+    /// Whether its process is still alive and still inside its namespace.
+    pub fn running(&self) -> bool {
+        let Some(pid) = self.pid else { return false };
+        let Ok(ns) = fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            return false;
+        };
+        let Ok(want) = fs::metadata(format!("/run/netns/{}", self.name)) else {
+            return false;
+        };
+        use std::os::unix::fs::MetadataExt;
+        ns.ino() == want.ino() && ns.dev() == want.dev()
+    }
+}
+
+/// An exclusive lock on the instance, released on drop.
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    pub fn take(paths: &Paths) -> Result<Self> {
+        fs::create_dir_all(&paths.root)
+            .with_context(|| format!("creating instance root {}", paths.root.display()))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(paths.lock())
+            .with_context(|| format!("opening lock {}", paths.lock().display()))?;
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                paths.lock().display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+/// Reads the state, or `None` when the instance was never brought up.
+pub fn load(paths: &Paths) -> Result<Option<State>> {
+    let p = paths.state();
+    let text = match fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    let s: State =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    if s.version != STATE_VERSION {
+        bail!(
+            "{} has state version {}, this cnet reads version {STATE_VERSION}",
+            p.display(),
+            s.version
+        );
+    }
+    Ok(Some(s))
+}
+
+/// Like [`load`], but an instance that is not up is an error.
+pub fn load_up(paths: &Paths) -> Result<State> {
+    load(paths)?.with_context(|| {
+        format!(
+            "cnet is not up for root {}: run `cnet --root {} up` first",
+            paths.root.display(),
+            paths.root.display()
+        )
+    })
+}
+
+pub fn save(paths: &Paths, state: &State) -> Result<()> {
+    write_atomic(
+        &paths.state(),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}

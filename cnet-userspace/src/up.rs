@@ -1,0 +1,199 @@
+//! `cnet up` and `cnet down`: the instance's bridge, programs, pins and hooks.
+use std::{collections::BTreeMap, fs, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cnet_common::{
+    addr_key,
+    maps::{self, CONFIG_MASQUERADE, Config, Uplink},
+};
+
+use crate::{
+    container,
+    ipam::{self, Cidr},
+    loader, net,
+    state::{self, Lock, Paths, STATE_VERSION, State},
+    undo::transaction,
+};
+
+pub const DEFAULT_BIP: &str = "172.17.0.1/16";
+pub const DEFAULT_BRIDGE: &str = "cnet0";
+
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    pub bip: Option<Cidr>,
+    pub uplinks: Vec<String>,
+    pub cgroup: Option<PathBuf>,
+    /// `false` disables masquerade (Docker's `--ip-masq=false`).
+    pub no_masquerade: bool,
+}
+
+/// The cgroup v2 mount point, from /proc/mounts.
+pub fn cgroup2_root() -> Result<PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .context("no cgroup v2 mount found: host-local access needs cgroup v2")
+}
+
+pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
+    let _lock = Lock::take(paths)?;
+    let existing = state::load(paths)?;
+    let fresh = existing.is_none();
+    let state = match existing {
+        Some(s) => {
+            if let Some(b) = opts.bip
+                && b != s.bip
+            {
+                bail!(
+                    "cnet is already up with bip {}; `cnet down` before changing it to {b}",
+                    s.bip
+                );
+            }
+            s
+        }
+        None => {
+            let bip = opts.bip.unwrap_or(DEFAULT_BIP.parse()?);
+            ipam::validate_bip(bip)?;
+            let uplinks = if opts.uplinks.is_empty() {
+                net::default_route_devs()?
+            } else {
+                opts.uplinks.clone()
+            };
+            if uplinks.is_empty() {
+                bail!("no interface carries a default route: name the uplink with --uplink IFACE");
+            }
+            State {
+                version: STATE_VERSION,
+                bip,
+                bridge: DEFAULT_BRIDGE.into(),
+                uplinks,
+                cgroup: Some(match &opts.cgroup {
+                    Some(c) => c.clone(),
+                    None => cgroup2_root()?,
+                }),
+                masquerade: !opts.no_masquerade,
+                containers: BTreeMap::new(),
+            }
+        }
+    };
+    for u in &state.uplinks {
+        net::ifindex(u).with_context(|| format!("uplink {u:?}"))?;
+        if net::addrs(Some(u))?.is_empty() {
+            bail!("uplink {u:?} has no IPv4 address to masquerade to");
+        }
+    }
+    if let Some(c) = &state.cgroup
+        && !c.join("cgroup.procs").exists()
+    {
+        bail!("{} is not a cgroup v2 directory", c.display());
+    }
+    transaction(|undo| {
+        let mounted = !paths.bpf().exists();
+        loader::ensure_bpffs(paths)?;
+        if fresh && mounted {
+            let p = paths.clone();
+            undo.push("unmount bpffs", move || loader::remove_bpffs(&p));
+        }
+        loader::load_and_pin(paths)?;
+        let had_bridge = net::link_exists(&state.bridge);
+        net::ensure_bridge(&state.bridge, &state.bip.to_string())?;
+        if !had_bridge {
+            let b = state.bridge.clone();
+            undo.push("delete bridge", move || {
+                net::ip(&["link", "del", &b]).map(|_| ())
+            });
+        }
+        net::sysctl("net.ipv4.ip_forward", "1")?;
+        sync_host(paths, &state)?;
+        for u in &state.uplinks {
+            if loader::attach_tc(paths, loader::UPLINK_PROG, u, &format!("uplink-{u}"))? {
+                let (p, l) = (paths.clone(), format!("uplink-{u}"));
+                undo.push("detach uplink", move || loader::detach(&p, &l));
+            }
+        }
+        if let Some(c) = &state.cgroup {
+            loader::attach_cgroup(paths, c)?;
+        }
+        Ok(())
+    })?;
+    let mut state = state;
+    container::reconcile(paths, &mut state)?;
+    state::save(paths, &state)
+}
+
+/// Writes CONFIG, UPLINKS and HOST_ADDRS from the namespace as it is now.
+pub fn sync_host(paths: &Paths, state: &State) -> Result<()> {
+    loader::set_config(
+        paths,
+        Config {
+            netns_cookie: net::netns_cookie()?,
+            bridge_mac: net::mac(&state.bridge)?,
+            gateway: addr_key(state.bip.addr.octets()),
+            flags: if state.masquerade {
+                CONFIG_MASQUERADE
+            } else {
+                0
+            },
+            ..Config::default()
+        },
+    )?;
+    let mut uplinks = loader::hash::<u32, Uplink>(paths, maps::UPLINKS)?;
+    for u in &state.uplinks {
+        let addr = *net::addrs(Some(u))?
+            .first()
+            .with_context(|| format!("uplink {u} has no IPv4 address"))?;
+        uplinks
+            .insert(
+                net::ifindex(u)?,
+                Uplink {
+                    addr: addr_key(addr.octets()),
+                },
+                0,
+            )
+            .with_context(|| format!("recording uplink {u}"))?;
+    }
+    let mut host = loader::hash::<u32, u32>(paths, maps::HOST_ADDRS)?;
+    for a in net::addrs(None)? {
+        if !a.is_loopback() {
+            host.insert(addr_key(a.octets()), 1, 0)
+                .with_context(|| format!("recording host address {a}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything the instance created: containers, links, bridge, pins, state.
+pub fn down(paths: &Paths) -> Result<()> {
+    let _lock = Lock::take(paths)?;
+    let Some(mut state) = state::load(paths)? else {
+        return Ok(());
+    };
+    let mut errors = Vec::new();
+    let names: Vec<String> = state.containers.keys().cloned().collect();
+    for name in names {
+        if let Err(e) = container::teardown(paths, &mut state, &name) {
+            errors.push(format!("{name}: {e:#}"));
+        }
+    }
+    if net::link_exists(&state.bridge)
+        && let Err(e) = net::ip(&["link", "del", &state.bridge])
+    {
+        errors.push(format!("{e:#}"));
+    }
+    if let Err(e) = loader::remove_bpffs(paths) {
+        errors.push(format!("{e:#}"));
+    }
+    let _ = fs::remove_dir_all(paths.logs());
+    if let Err(e) = fs::remove_file(paths.state()) {
+        errors.push(format!("removing {}: {e}", paths.state().display()));
+    }
+    let _ = fs::remove_file(paths.lock());
+    if !errors.is_empty() {
+        bail!("cnet down left errors:\n  {}", errors.join("\n  "));
+    }
+    Ok(())
+}
