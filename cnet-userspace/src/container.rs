@@ -82,12 +82,12 @@ pub fn host_port_free(ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<b
     }
 }
 
+/// Container ports a container exposes.
+pub type Exposed = Vec<(u16, Proto)>;
+
 /// Decides the port mappings for a new container, checking every host port
 /// against other containers' mappings and the host's listening sockets.
-pub fn plan_ports(
-    state: &State,
-    opts: &RunOptions,
-) -> Result<(Vec<PortMapping>, Vec<(u16, Proto)>)> {
+pub fn plan_ports(state: &State, opts: &RunOptions) -> Result<(Vec<PortMapping>, Exposed)> {
     let mut specs: Vec<PublishSpec> = opts
         .publish
         .iter()
