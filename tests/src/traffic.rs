@@ -27,11 +27,27 @@ pub fn testsrv() -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Starts `cnet-testsrv proto addr` in `ns` and waits until it is bound.
-pub fn echo_server(ns: &Netns, proto: &str, addr: &str) -> Child {
-    let mut child = ns.spawn(&[&testsrv(), proto, addr]);
+/// Starts `cnet-testsrv serve PORT...` (TCP and UDP echo) in `ns` and waits until it is bound.
+pub fn echo_server(ns: &Netns, ports: &[u16]) -> Child {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut args = vec![testsrv(), "serve".to_string()];
+    args.extend(ports);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = ns.spawn(&args);
     wait_ready(&mut child);
     child
+}
+
+/// Retries `f` for up to two seconds (a detached server may still be binding).
+pub fn retry<T>(mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 /// Waits for a child started with piped stdout to print `ready`.

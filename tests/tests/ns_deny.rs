@@ -29,7 +29,7 @@ fn deny_then_allow_with_real_traffic() {
         let mut topo = Topology::new(0).with_bridge(2);
         names = topo.names();
         paths = vec![topo.tempdir()];
-        let srv = echo_server(&topo.containers[1], "tcp", "0.0.0.0:7000");
+        let srv = echo_server(&topo.containers[1], &[7000]);
         topo.adopt(srv);
         let c0 = topo.containers[0].name.clone();
         let target = format!("{}:7000", addr::container(1));

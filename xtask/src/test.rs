@@ -51,6 +51,9 @@ pub fn all() -> Result<()> {
         ]))
     })?;
 
+    step("build cnet", || {
+        crate::bootstrap::run(&mut cargo(&["build", "-p", "cnet-userspace"]))
+    })?;
     let prog: Vec<String> = test_files("prog_")?;
     let ns: Vec<String> = test_files("ns_")?;
     let mut suites: Vec<(&str, Vec<String>)> = vec![(
