@@ -16,6 +16,10 @@ pub enum DropReason {
     RewriteFailed = 4,
     /// A redirect or FIB lookup failed.
     NoRoute = 5,
+    /// Between two containers of a network with icc=false and no link.
+    IccDenied = 6,
+    /// A filter rule with action drop (counted per rule too).
+    Filtered = 7,
 }
 
 /// Non-drop events that are counted as well.
@@ -43,6 +47,8 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (DropReason::NatExhausted as u32, "drop_nat_exhausted"),
     (DropReason::RewriteFailed as u32, "drop_rewrite_failed"),
     (DropReason::NoRoute as u32, "drop_no_route"),
+    (DropReason::IccDenied as u32, "drop_icc"),
+    (DropReason::Filtered as u32, "drop_filter"),
     (Counter::Dnat as u32, "dnat"),
     (Counter::ReverseDnat as u32, "reverse_dnat"),
     (Counter::Snat as u32, "snat"),

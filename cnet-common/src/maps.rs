@@ -29,9 +29,33 @@ pub const CONNTRACK_MAX: u32 = 262_144;
 pub const SOCK_REV: &str = "SOCK_REV";
 pub const SOCK_REV_MAX: u32 = 65536;
 
+/// Networks: id -> [`Network`] (icc and other per-network switches).
+pub const NETWORKS: &str = "NETWORKS";
+pub const NETWORKS_MAX: u32 = 1024;
+/// Link allowances under icc=false: [`AllowKey`] -> 1.
+pub const ALLOW: &str = "ALLOW";
+pub const ALLOW_MAX: u32 = 65536;
+/// Ordered filter rules: slot -> [`Filter`]; the first matching rule decides.
+pub const FILTERS: &str = "FILTERS";
+pub const FILTERS_MAX: u32 = 256;
+/// Per-CPU packet counts per filter slot.
+pub const FILTER_STATS: &str = "FILTER_STATS";
+
 /// Every map, in the order `cnet up` pins them.
 pub const ALL: &[&str] = &[
-    DENY_SRC, STATS, PORTS, ENDPOINTS, UPLINKS, HOST_ADDRS, CONFIG, CONNTRACK, SOCK_REV,
+    DENY_SRC,
+    STATS,
+    PORTS,
+    ENDPOINTS,
+    UPLINKS,
+    HOST_ADDRS,
+    CONFIG,
+    CONNTRACK,
+    SOCK_REV,
+    NETWORKS,
+    ALLOW,
+    FILTERS,
+    FILTER_STATS,
 ];
 
 pub const PROTO_ICMP: u8 = 1;
@@ -75,17 +99,70 @@ impl PortValue {
 }
 
 abi! {
-    /// A container endpoint: its host-side veth and its MAC.
-    Endpoint [12] { ifindex: u32, mac: [u8; 6], _pad: [u8; 2] }
+    /// A container endpoint: its host-side veth, its MAC and its network.
+    Endpoint [16] { ifindex: u32, mac: [u8; 6], _pad: [u8; 2], network: u32 }
 }
 
 impl Endpoint {
-    pub const fn new(ifindex: u32, mac: [u8; 6]) -> Self {
+    pub const fn new(ifindex: u32, mac: [u8; 6], network: u32) -> Self {
         Self {
             ifindex,
             mac,
             _pad: [0; 2],
+            network,
         }
+    }
+}
+
+/// Id of the default `bridge` network.
+pub const NETWORK_BRIDGE: u32 = 1;
+
+abi! {
+    /// Per-network switches.
+    Network [4] { flags: u32 }
+}
+
+/// Containers of this network may not talk to each other (Docker's icc=false).
+pub const NETWORK_ICC_OFF: u32 = 1;
+
+abi! {
+    /// A link allowance: packets from `saddr` to `daddr` with this protocol and
+    /// port. `by_sport` 0 matches the destination port (requests), 1 the source
+    /// port (replies).
+    AllowKey [12] { saddr: u32, daddr: u32, port: u16, proto: u8, by_sport: u8 }
+}
+
+abi! {
+    /// A filter rule. Addresses and masks in network byte order (0/0: any);
+    /// `proto` 0: any; ports in host order, inclusive (0-65535: any).
+    Filter [28] {
+        src: u32,
+        src_mask: u32,
+        dst: u32,
+        dst_mask: u32,
+        dport_lo: u16,
+        dport_hi: u16,
+        proto: u8,
+        /// `FILTER_DROP` or `FILTER_ALLOW`.
+        action: u8,
+        /// 1 when the slot holds a rule; the first empty slot ends the list.
+        used: u8,
+        _pad: u8,
+        id: u32,
+    }
+}
+
+pub const FILTER_ALLOW: u8 = 1;
+pub const FILTER_DROP: u8 = 2;
+
+impl Filter {
+    /// Whether the rule matches a packet (addresses in network byte order, port in host order).
+    pub const fn matches(&self, saddr: u32, daddr: u32, proto: u8, dport: u16) -> bool {
+        saddr & self.src_mask == self.src
+            && daddr & self.dst_mask == self.dst
+            && (self.proto == 0 || self.proto == proto)
+            && dport >= self.dport_lo
+            && dport <= self.dport_hi
     }
 }
 
@@ -192,6 +269,33 @@ abi! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_matching() {
+        let net = crate::addr_key([10, 200, 1, 0]);
+        let mask = crate::addr_key([255, 255, 255, 0]);
+        let f = Filter {
+            src: net,
+            src_mask: mask,
+            dst: 0,
+            dst_mask: 0,
+            dport_lo: 80,
+            dport_hi: 90,
+            proto: PROTO_TCP,
+            action: FILTER_DROP,
+            used: 1,
+            _pad: 0,
+            id: 1,
+        };
+        let inside = crate::addr_key([10, 200, 1, 7]);
+        let outside = crate::addr_key([10, 200, 2, 7]);
+        let any = crate::addr_key([172, 17, 0, 2]);
+        assert!(f.matches(inside, any, PROTO_TCP, 80));
+        assert!(f.matches(inside, any, PROTO_TCP, 90));
+        assert!(!f.matches(inside, any, PROTO_TCP, 91));
+        assert!(!f.matches(inside, any, PROTO_UDP, 80));
+        assert!(!f.matches(outside, any, PROTO_TCP, 80));
+    }
 
     #[test]
     fn reversing_twice_is_identity() {

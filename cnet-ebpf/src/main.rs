@@ -8,13 +8,15 @@ mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod policy;
 mod redirect;
 mod sock;
 mod verdict;
+mod xdp;
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, classifier},
-    programs::{SockAddrContext, TcContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use cnet_common::{
     DropReason,
@@ -34,6 +36,12 @@ use crate::{
 #[classifier]
 pub fn cnet_uplink_ingress(ctx: TcContext) -> i32 {
     verdict::tc(try_uplink_ingress(&ctx))
+}
+
+/// XDP on an uplink: filter rules, before an skb exists.
+#[xdp]
+pub fn cnet_uplink_xdp(ctx: XdpContext) -> u32 {
+    xdp::verdict(xdp::try_uplink_xdp(&ctx))
 }
 
 /// TC ingress on a container's host-side veth: everything a container sends.
@@ -127,11 +135,28 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     if maps::source_denied(ip.saddr) {
         return Err(DropReason::DeniedSource);
     }
-    let Some(flow) = Flow::parse(ctx, &ip)? else {
+    let flow = Flow::parse(ctx, &ip)?;
+    let (sport, dport) = flow
+        .as_ref()
+        .map(|f| (f.key.sport, f.key.dport))
+        .unwrap_or((0, 0));
+    let ports = if ip.proto == PROTO_ICMP {
+        0
+    } else {
+        u16::from_be(dport)
+    };
+    let verdict = policy::filters(ip.saddr, ip.daddr, ip.proto, ports)?;
+    let Some(flow) = flow else {
+        if verdict == policy::Verdict::None {
+            policy::icc(ip.saddr, ip.daddr, ip.proto, sport, dport)?;
+        }
         return Ok(Action::Pass);
     };
     if let Some(action) = tracked(ctx, &flow)? {
         return Ok(action);
+    }
+    if verdict == policy::Verdict::None {
+        policy::icc(ip.saddr, ip.daddr, ip.proto, sport, dport)?;
     }
     if !flow.may_open() {
         return Ok(Action::Pass);

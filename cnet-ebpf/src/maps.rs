@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use cnet_common::maps::{
-    CONNTRACK_MAX, Config, CtEntry, CtKey, DENY_SRC_MAX, DenyValue, ENDPOINTS_MAX, Endpoint,
-    HOST_ADDRS_MAX, PORTS_MAX, PortKey, PortValue, SOCK_REV_MAX, SockRevKey, SockRevValue,
-    UPLINKS_MAX, Uplink,
+    ALLOW_MAX, AllowKey, CONNTRACK_MAX, Config, CtEntry, CtKey, DENY_SRC_MAX, DenyValue,
+    ENDPOINTS_MAX, Endpoint, FILTERS_MAX, Filter, HOST_ADDRS_MAX, NETWORKS_MAX, Network, PORTS_MAX,
+    PortKey, PortValue, SOCK_REV_MAX, SockRevKey, SockRevValue, UPLINKS_MAX, Uplink,
 };
 
 #[map(name = "DENY_SRC")]
@@ -39,6 +39,18 @@ pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(
 #[map(name = "SOCK_REV")]
 pub static SOCK_REV: LruHashMap<SockRevKey, SockRevValue> =
     LruHashMap::with_max_entries(SOCK_REV_MAX, 0);
+
+#[map(name = "NETWORKS")]
+pub static NETWORKS: HashMap<u32, Network> = HashMap::with_max_entries(NETWORKS_MAX, 0);
+
+#[map(name = "ALLOW")]
+pub static ALLOW: HashMap<AllowKey, u32> = HashMap::with_max_entries(ALLOW_MAX, 0);
+
+#[map(name = "FILTERS")]
+pub static FILTERS: Array<Filter> = Array::with_max_entries(FILTERS_MAX, 0);
+
+#[map(name = "FILTER_STATS")]
+pub static FILTER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FILTERS_MAX, 0);
 
 /// Whether `saddr` is on the deny list.
 #[inline(always)]

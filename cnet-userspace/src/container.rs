@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use cnet_common::{
     addr_key,
-    maps::{self, CtEntry, CtKey, Endpoint, PortKey, PortValue},
+    maps::{self, AllowKey, CtEntry, CtKey, Endpoint, PortKey, PortValue},
     port_key,
 };
 
@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub publish: Vec<String>,
     pub expose: Vec<String>,
     pub publish_all: bool,
+    /// `NAME[:ALIAS]`
+    pub links: Vec<String>,
     pub cmd: Vec<String>,
 }
 
@@ -179,6 +181,7 @@ pub fn create(paths: &Paths, state: &mut State, opts: &RunOptions) -> Result<Con
         !net::netns_exists(&name),
         "a network namespace named {name:?} already exists (see `ip netns list`)"
     );
+    let links = plan_links(state, &opts.links)?;
     let (ports, exposed) = plan_ports(state, opts)?;
     let used: Vec<Ipv4Addr> = state.containers.values().map(|c| c.ip).collect();
     let ip = ipam::allocate(state.bip, &used)?;
@@ -195,12 +198,145 @@ pub fn create(paths: &Paths, state: &mut State, opts: &RunOptions) -> Result<Con
         cmd: opts.cmd.clone(),
         pid: None,
         created: now_rfc3339(),
+        env: link_env(state, &name, &links),
+        links,
     };
     transaction(|undo| {
         plumb(paths, state, &c, mac, undo)?;
-        Ok(())
+        allow_links(paths, state, &c, undo)?;
+        write_hosts(state, &c, undo)
     })?;
     Ok(c)
+}
+
+/// Checks `--link NAME[:ALIAS]` values: the target must exist.
+fn plan_links(state: &State, specs: &[String]) -> Result<Vec<(String, String)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (name, alias) = s.split_once(':').unwrap_or((s, s));
+            ensure!(
+                state.containers.contains_key(name),
+                "--link {s}: no such container: {name}"
+            );
+            validate_name(alias).with_context(|| format!("--link {s}: bad alias"))?;
+            Ok((name.to_string(), alias.to_string()))
+        })
+        .collect()
+}
+
+/// Docker's link variables: `ALIAS_PORT_80_TCP_ADDR`, `..._PORT`, `..._PROTO`,
+/// `ALIAS_PORT_80_TCP`, `ALIAS_PORT`, `ALIAS_NAME`.
+fn link_env(state: &State, name: &str, links: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for (target, alias) in links {
+        let Some(t) = state.containers.get(target) else {
+            continue;
+        };
+        let a: String = alias
+            .to_uppercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        for (i, (port, proto)) in t.exposed.iter().enumerate() {
+            let p = format!("{a}_PORT_{port}_{}", proto.to_string().to_uppercase());
+            let url = format!("{proto}://{}:{port}", t.ip);
+            if i == 0 {
+                env.push((format!("{a}_PORT"), url.clone()));
+            }
+            env.push((p.clone(), url));
+            env.push((format!("{p}_ADDR"), t.ip.to_string()));
+            env.push((format!("{p}_PORT"), port.to_string()));
+            env.push((format!("{p}_PROTO"), proto.to_string()));
+        }
+        env.push((format!("{a}_NAME"), format!("/{name}/{alias}")));
+    }
+    env
+}
+
+fn allow_keys(c: &Container, t: &Container) -> Vec<AllowKey> {
+    let (a, b) = (addr_key(c.ip.octets()), addr_key(t.ip.octets()));
+    t.exposed
+        .iter()
+        .flat_map(|(port, proto)| {
+            let p = proto.number();
+            [
+                AllowKey {
+                    saddr: a,
+                    daddr: b,
+                    port: *port,
+                    proto: p,
+                    by_sport: 0,
+                },
+                AllowKey {
+                    saddr: b,
+                    daddr: a,
+                    port: *port,
+                    proto: p,
+                    by_sport: 1,
+                },
+            ]
+        })
+        .collect()
+}
+
+/// Under icc=false a link opens the linked container's exposed ports to the
+/// linking container, and their replies.
+fn allow_links(paths: &Paths, state: &State, c: &Container, undo: &mut Undo) -> Result<()> {
+    for (target, _) in &c.links {
+        let Some(t) = state.containers.get(target) else {
+            continue;
+        };
+        let keys = allow_keys(c, t);
+        let mut allow = loader::hash::<AllowKey, u32>(paths, maps::ALLOW)?;
+        for k in &keys {
+            allow
+                .insert(*k, 1, 0)
+                .with_context(|| format!("allowing {} -> {target}", c.name))?;
+        }
+        let p = paths.clone();
+        undo.push("remove link allowances", move || {
+            let mut allow = loader::hash::<AllowKey, u32>(&p, maps::ALLOW)?;
+            for k in &keys {
+                let _ = allow.remove(k);
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// The `ip netns` convention: `/etc/netns/<name>/hosts` is what `ip netns
+/// exec` shows as /etc/hosts; cnet bind-mounts it for the command too.
+pub fn hosts_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(name).join("hosts")
+}
+
+fn write_hosts(state: &State, c: &Container, undo: &mut Undo) -> Result<()> {
+    let path = hosts_path(&c.name);
+    let dir = path
+        .parent()
+        .context("hosts path has a parent")?
+        .to_path_buf();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let d = dir.clone();
+    undo.push("remove hosts file", move || {
+        fs::remove_dir_all(&d).context("removing hosts dir")
+    });
+    let mut text = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+        c.ip, c.name
+    );
+    for (target, alias) in &c.links {
+        if let Some(t) = state.containers.get(target) {
+            if alias == target {
+                text.push_str(&format!("{}\t{target}\n", t.ip));
+            } else {
+                text.push_str(&format!("{}\t{alias} {target}\n", t.ip));
+            }
+        }
+    }
+    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn plumb(paths: &Paths, state: &State, c: &Container, mac: [u8; 6], undo: &mut Undo) -> Result<()> {
@@ -244,7 +380,11 @@ fn attach_endpoint(paths: &Paths, c: &Container, mac: [u8; 6], undo: &mut Undo) 
     }
     let ifindex = net::ifindex(&c.veth)?;
     loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS)?
-        .insert(addr_key(c.ip.octets()), Endpoint::new(ifindex, mac), 0)
+        .insert(
+            addr_key(c.ip.octets()),
+            Endpoint::new(ifindex, mac, maps::NETWORK_BRIDGE),
+            0,
+        )
         .with_context(|| format!("recording endpoint {}", c.ip))?;
     let (p, ip) = (paths.clone(), c.ip);
     undo.push("remove endpoint", move || {
@@ -276,6 +416,10 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
     let fd = ns.as_raw_fd();
     let mut cmd = Command::new(&c.cmd[0]);
     cmd.args(&c.cmd[1..]);
+    cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
+    let hosts = std::ffi::CString::new(hosts_path(&c.name).as_os_str().as_encoded_bytes())
+        .context("hosts path")?;
+    let has_hosts = hosts_path(&c.name).exists();
     if detach {
         fs::create_dir_all(paths.logs())
             .with_context(|| format!("creating {}", paths.logs().display()))?;
@@ -294,6 +438,31 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
             }
             if detach {
                 libc::setsid();
+            }
+            if has_hosts {
+                // A private mount namespace where /etc/hosts is the container's.
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let root = c"/";
+                let etc_hosts = c"/etc/hosts";
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                ) != 0
+                    || libc::mount(
+                        hosts.as_ptr(),
+                        etc_hosts.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             libc::signal(libc::SIGINT, libc::SIG_DFL);
             libc::signal(libc::SIGQUIT, libc::SIG_DFL);
@@ -335,6 +504,13 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
         }),
     );
     note(purge_conntrack(paths, c.ip).map(|_| ()));
+    note(purge_allow(paths, c.ip));
+    let hosts_dir = hosts_path(&c.name)
+        .parent()
+        .map(std::path::Path::to_path_buf);
+    if let Some(d) = hosts_dir.filter(|d| d.exists()) {
+        note(fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display())));
+    }
     note(loader::detach(paths, &format!("veth-{}", c.name)));
     if net::link_exists(&c.veth) {
         note(net::ip(&["link", "del", &c.veth]).map(|_| ()));
@@ -385,6 +561,21 @@ pub fn purge_conntrack(paths: &Paths, ip: Ipv4Addr) -> Result<usize> {
         let _ = ct.remove(k);
     }
     Ok(doomed.len())
+}
+
+/// Deletes every link allowance that involves `ip` (either end of a link).
+fn purge_allow(paths: &Paths, ip: Ipv4Addr) -> Result<()> {
+    let a = addr_key(ip.octets());
+    let mut allow = loader::hash::<AllowKey, u32>(paths, maps::ALLOW)?;
+    let doomed: Vec<AllowKey> = allow
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| k.saddr == a || k.daddr == a)
+        .collect();
+    for k in &doomed {
+        let _ = allow.remove(k);
+    }
+    Ok(())
 }
 
 /// After a restart or crash: containers whose namespace is gone are dropped;

@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod ebpf;
+pub mod filter;
 pub mod ipam;
 pub mod loader;
 pub mod net;

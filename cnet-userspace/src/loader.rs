@@ -9,7 +9,7 @@ use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, Program, SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSockAddr, Program, SchedClassifier, TcAttachType, Xdp, XdpMode,
         cgroup_sock_addr::CgroupSockAddrAttachType, links::FdLink,
     },
 };
@@ -18,6 +18,7 @@ use cnet_common::maps::{self, Config};
 use crate::state::Paths;
 
 pub const UPLINK_PROG: &str = "cnet_uplink_ingress";
+pub const UPLINK_XDP: &str = "cnet_uplink_xdp";
 pub const VETH_PROG: &str = "cnet_veth_ingress";
 /// The host-local hooks and their attach types.
 pub const SOCK_PROGS: &[(&str, CgroupSockAddrAttachType)] = &[
@@ -109,6 +110,13 @@ pub fn load_and_pin(paths: &Paths) -> Result<()> {
                 p.pin(&pin)
                     .with_context(|| format!("pinning {name} at {}", pin.display()))?;
             }
+            Program::Xdp(p) => {
+                p.load()
+                    .with_context(|| format!("verifier rejected {name}"))?;
+                let _ = fs::remove_file(&pin);
+                p.pin(&pin)
+                    .with_context(|| format!("pinning {name} at {}", pin.display()))?;
+            }
             Program::CgroupSockAddr(p) => {
                 p.load()
                     .with_context(|| format!("verifier rejected {name}"))?;
@@ -140,6 +148,32 @@ pub fn attach_tc(paths: &Paths, prog: &str, iface: &str, link: &str) -> Result<b
     let fd: FdLink = l
         .try_into()
         .with_context(|| format!("{prog} on {iface} is not a tcx link"))?;
+    fd.pin(&pin)
+        .with_context(|| format!("pinning link {}", pin.display()))?;
+    Ok(true)
+}
+
+/// Attaches the pinned XDP program to `iface` and pins the link as `link`
+/// (idempotent, returns whether it attached).
+pub fn attach_xdp(paths: &Paths, iface: &str, link: &str) -> Result<bool> {
+    let pin = paths.link_pin(link);
+    if pin.exists() {
+        return Ok(false);
+    }
+    let mut p = Xdp::from_pin(
+        paths.prog_pin(UPLINK_XDP),
+        aya_obj::programs::XdpAttachType::Interface,
+    )
+    .with_context(|| format!("opening pinned program {UPLINK_XDP}"))?;
+    let id = p
+        .attach(iface, XdpMode::Default)
+        .with_context(|| format!("attaching XDP to {iface}"))?;
+    let l = p
+        .take_link(id)
+        .with_context(|| format!("taking the XDP link on {iface}"))?;
+    let fd: FdLink = l
+        .try_into()
+        .with_context(|| format!("XDP on {iface} is not an fd link"))?;
     fd.pin(&pin)
         .with_context(|| format!("pinning link {}", pin.display()))?;
     Ok(true)

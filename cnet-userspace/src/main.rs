@@ -46,6 +46,9 @@ enum Cmd {
         /// Masquerade container traffic leaving through an uplink.
         #[arg(long = "ip-masq", default_value_t = true, action = clap::ArgAction::Set)]
         ip_masq: bool,
+        /// Inter-container communication on the default network (changes apply live).
+        #[arg(long, action = clap::ArgAction::Set)]
+        icc: Option<bool>,
     },
     /// Remove everything this instance created.
     Down,
@@ -65,6 +68,9 @@ enum Cmd {
         /// Publish every exposed port to a dynamic host port.
         #[arg(short = 'P', long = "publish-all")]
         publish_all: bool,
+        /// Link to another container: NAME[:ALIAS] (resolvable, and allowed under icc=false).
+        #[arg(long = "link")]
+        links: Vec<String>,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
@@ -97,6 +103,35 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Allow/drop rules, applied live by XDP (from outside) and TC (from containers).
+    #[command(subcommand)]
+    Filter(FilterCmd),
+}
+
+#[derive(Subcommand)]
+enum FilterCmd {
+    /// Add a rule at the end of the list (the first matching rule decides).
+    Add {
+        /// Source address or CIDR.
+        #[arg(long)]
+        src: String,
+        /// Destination container name or CIDR (default: any).
+        #[arg(long)]
+        dst: Option<String>,
+        /// tcp, udp or icmp (default: any).
+        #[arg(long)]
+        proto: Option<String>,
+        /// Destination port or range PORT-PORT (with --proto tcp|udp).
+        #[arg(long)]
+        dport: Option<String>,
+        /// drop or allow.
+        #[arg(long)]
+        action: String,
+    },
+    /// List rules with their packet counters.
+    Ls,
+    /// Remove a rule by id.
+    Rm { id: u32 },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +154,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             uplinks,
             cgroup,
             ip_masq,
+            icc,
         } => {
             up::up(
                 &paths,
@@ -127,6 +163,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     uplinks,
                     cgroup,
                     no_masquerade: !ip_masq,
+                    icc,
                 },
             )?;
         }
@@ -137,6 +174,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             publish,
             expose,
             publish_all,
+            links,
             cmd,
         } => {
             return cnet::run(
@@ -146,6 +184,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     publish,
                     expose,
                     publish_all,
+                    links,
                     cmd,
                 },
                 detach,
@@ -179,20 +218,50 @@ fn dispatch(cli: Cli) -> Result<i32> {
             print!("{}", show::port(c, private.as_deref())?);
         }
         Cmd::Stats { json } => {
-            state::load_up(&paths)?;
+            let st = state::load_up(&paths)?;
             let counters = cnet::loader::counters(&paths)?;
+            let filters = cnet::filter::counters(&paths, &st)?;
             if json {
-                let m: serde_json::Map<String, serde_json::Value> = counters
+                let mut m: serde_json::Map<String, serde_json::Value> = counters
                     .iter()
                     .map(|(n, v)| (n.to_string(), (*v).into()))
                     .collect();
+                let f: serde_json::Map<String, serde_json::Value> = filters
+                    .iter()
+                    .map(|(id, v)| (id.to_string(), (*v).into()))
+                    .collect();
+                m.insert("filters".into(), f.into());
                 println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
                 for (n, v) in counters {
                     println!("{n:<24} {v}");
                 }
+                for (id, v) in filters {
+                    println!("{:<24} {v}", format!("filter_{id}"));
+                }
             }
         }
+        Cmd::Filter(FilterCmd::Add {
+            src,
+            dst,
+            proto,
+            dport,
+            action,
+        }) => {
+            let id = cnet::filter::add(
+                &paths,
+                &cnet::filter::FilterSpec {
+                    src,
+                    dst,
+                    proto,
+                    dport,
+                    action,
+                },
+            )?;
+            println!("{id}");
+        }
+        Cmd::Filter(FilterCmd::Ls) => print!("{}", cnet::filter::ls(&paths)?),
+        Cmd::Filter(FilterCmd::Rm { id }) => cnet::filter::rm(&paths, id)?,
     }
     Ok(0)
 }

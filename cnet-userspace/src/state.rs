@@ -63,7 +63,39 @@ pub struct State {
     /// cgroup v2 directory the host-local hooks are attached to.
     pub cgroup: Option<PathBuf>,
     pub masquerade: bool,
+    /// Inter-container communication on the default network (Docker's `--icc`).
+    #[serde(default = "yes")]
+    pub icc: bool,
     pub containers: BTreeMap<String, Container>,
+    /// Filter rules in evaluation order.
+    #[serde(default)]
+    pub filters: Vec<FilterRule>,
+    #[serde(default)]
+    pub next_filter_id: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `cnet filter add` rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterRule {
+    pub id: u32,
+    pub src: Cidr0,
+    pub dst: Cidr0,
+    /// What the user wrote for --dst (a container name or a CIDR), for `filter ls`.
+    pub dst_text: String,
+    pub proto: Option<String>,
+    pub dport: Option<(u16, u16)>,
+    pub action: String,
+}
+
+/// A network and prefix where /0 is allowed (filters match "any").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cidr0 {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -79,6 +111,12 @@ pub struct Container {
     pub cmd: Vec<String>,
     pub pid: Option<u32>,
     pub created: String,
+    /// `--link NAME[:ALIAS]`: (linked container, alias).
+    #[serde(default)]
+    pub links: Vec<(String, String)>,
+    /// Environment for the command (Docker's link variables).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 impl Container {

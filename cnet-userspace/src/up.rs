@@ -25,6 +25,8 @@ pub struct UpOptions {
     pub cgroup: Option<PathBuf>,
     /// `false` disables masquerade (Docker's `--ip-masq=false`).
     pub no_masquerade: bool,
+    /// Docker's `--icc`; `None` keeps the current setting (default on).
+    pub icc: Option<bool>,
 }
 
 /// The cgroup v2 mount point, from /proc/mounts.
@@ -43,7 +45,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
     let _lock = Lock::take(paths)?;
     let existing = state::load(paths)?;
     let fresh = existing.is_none();
-    let state = match existing {
+    let mut state = match existing {
         Some(s) => {
             if let Some(b) = opts.bip
                 && b != s.bip
@@ -76,10 +78,17 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                     None => cgroup2_root()?,
                 }),
                 masquerade: !opts.no_masquerade,
+                icc: true,
                 containers: BTreeMap::new(),
+                filters: Vec::new(),
+                next_filter_id: 1,
             }
         }
     };
+    if let Some(icc) = opts.icc {
+        // Applies live: running containers see it on their next packet.
+        state.icc = icc;
+    }
     for u in &state.uplinks {
         net::ifindex(u).with_context(|| format!("uplink {u:?}"))?;
         if net::addrs(Some(u))?.is_empty() {
@@ -114,14 +123,18 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                 let (p, l) = (paths.clone(), format!("uplink-{u}"));
                 undo.push("detach uplink", move || loader::detach(&p, &l));
             }
+            if loader::attach_xdp(paths, u, &format!("xdp-{u}"))? {
+                let (p, l) = (paths.clone(), format!("xdp-{u}"));
+                undo.push("detach uplink XDP", move || loader::detach(&p, &l));
+            }
         }
         if let Some(c) = &state.cgroup {
             loader::attach_cgroup(paths, c)?;
         }
         Ok(())
     })?;
-    let mut state = state;
     container::reconcile(paths, &mut state)?;
+    crate::filter::sync(paths, &state)?;
     state::save(paths, &state)
 }
 
@@ -156,6 +169,10 @@ pub fn sync_host(paths: &Paths, state: &State) -> Result<()> {
             )
             .with_context(|| format!("recording uplink {u}"))?;
     }
+    let icc = if state.icc { 0 } else { maps::NETWORK_ICC_OFF };
+    loader::hash::<u32, maps::Network>(paths, maps::NETWORKS)?
+        .insert(maps::NETWORK_BRIDGE, maps::Network { flags: icc }, 0)
+        .context("recording the bridge network")?;
     let mut host = loader::hash::<u32, u32>(paths, maps::HOST_ADDRS)?;
     for a in net::addrs(None)? {
         if !a.is_loopback() {

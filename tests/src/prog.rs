@@ -55,6 +55,29 @@ impl Loaded {
         Self { ebpf }
     }
 
+    /// Runs XDP program `name` once on `frame`.
+    pub fn run_xdp(&mut self, name: &str, frame: &[u8]) -> Run {
+        let prog: &mut aya::programs::Xdp = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name}"))
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run {name}: {e:?}"));
+        out.truncate(r.data_size_out as usize);
+        Run {
+            verdict: r.return_value,
+            frame: out,
+        }
+    }
+
     /// Runs TC program `name` once on `frame`.
     pub fn run_tc(&mut self, name: &str, frame: &[u8]) -> Run {
         let prog: &mut SchedClassifier = self

@@ -49,8 +49,8 @@ fn seeded() -> Loaded {
         .unwrap();
     l.hash::<u32, u32>(HOST_ADDRS).insert(a(GW), 1, 0).unwrap();
     let mut eps = l.hash::<u32, Endpoint>(ENDPOINTS);
-    eps.insert(a(C1), Endpoint::new(101, C1_MAC), 0).unwrap();
-    eps.insert(a(C2), Endpoint::new(102, C2_MAC), 0).unwrap();
+    eps.insert(a(C1), Endpoint::new(101, C1_MAC, 1), 0).unwrap();
+    eps.insert(a(C2), Endpoint::new(102, C2_MAC, 1), 0).unwrap();
     let mut ports = l.hash::<PortKey, PortValue>(PORTS);
     for proto in [PROTO_TCP, PROTO_UDP] {
         ports

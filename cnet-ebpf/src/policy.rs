@@ -1,0 +1,84 @@
+//! Isolation: filter rules (first match decides) and icc between the
+//! containers of a network, with link allowances.
+use cnet_common::{
+    DropReason,
+    maps::{AllowKey, FILTER_ALLOW, FILTER_DROP, FILTERS_MAX, NETWORK_ICC_OFF, PROTO_ICMP},
+};
+
+use crate::maps::{ALLOW, ENDPOINTS, FILTER_STATS, FILTERS, NETWORKS};
+
+/// What the filter list says about a packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No rule matched.
+    None,
+    /// An allow rule matched: skip the rest of the policy (icc included).
+    Allow,
+}
+
+/// Runs the filter rules in order on a packet (addresses in network byte
+/// order, `dport` in host order, 0 for protocols without ports).
+#[inline(always)]
+pub fn filters(saddr: u32, daddr: u32, proto: u8, dport: u16) -> Result<Verdict, DropReason> {
+    for slot in 0..FILTERS_MAX {
+        let Some(rule) = FILTERS.get(slot) else { break };
+        if rule.used == 0 {
+            break;
+        }
+        if rule.matches(saddr, daddr, proto, dport) {
+            if let Some(c) = FILTER_STATS.get_ptr_mut(slot) {
+                // SAFETY: per-CPU slot.
+                unsafe { *c += 1 };
+            }
+            return match rule.action {
+                FILTER_DROP => Err(DropReason::Filtered),
+                FILTER_ALLOW => Ok(Verdict::Allow),
+                _ => Ok(Verdict::None),
+            };
+        }
+    }
+    Ok(Verdict::None)
+}
+
+/// Container-to-container policy: containers of different networks never
+/// talk directly; within a network with icc off only linked pairs do.
+/// Ports are in network byte order, as in the packet.
+#[inline(always)]
+pub fn icc(saddr: u32, daddr: u32, proto: u8, sport: u16, dport: u16) -> Result<(), DropReason> {
+    let Some(dst) = ENDPOINTS.get_ptr(daddr) else {
+        return Ok(());
+    };
+    let Some(src) = ENDPOINTS.get_ptr(saddr) else {
+        return Ok(());
+    };
+    // SAFETY: map value pointers from successful lookups, read once.
+    let (snet, dnet) = unsafe { ((*src).network, (*dst).network) };
+    if snet != dnet {
+        return Err(DropReason::IccDenied);
+    }
+    // SAFETY: value copied out immediately.
+    let flags = unsafe { NETWORKS.get(snet) }.map(|n| n.flags).unwrap_or(0);
+    if flags & NETWORK_ICC_OFF == 0 {
+        return Ok(());
+    }
+    if proto != PROTO_ICMP {
+        let req = AllowKey {
+            saddr,
+            daddr,
+            port: u16::from_be(dport),
+            proto,
+            by_sport: 0,
+        };
+        let rep = AllowKey {
+            saddr,
+            daddr,
+            port: u16::from_be(sport),
+            proto,
+            by_sport: 1,
+        };
+        if ALLOW.get_ptr(req).is_some() || ALLOW.get_ptr(rep).is_some() {
+            return Ok(());
+        }
+    }
+    Err(DropReason::IccDenied)
+}
