@@ -41,15 +41,22 @@ pub struct Run {
 }
 
 impl Loaded {
-    /// Loads the object with private (unpinned) maps and loads every TC program.
+    /// Loads the object with private (unpinned) maps and loads every TC and XDP program.
     pub fn new() -> Self {
         let mut ebpf = EbpfLoader::new().load(&object()).expect("load eBPF object");
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {
             let prog = ebpf.program_mut(&name).unwrap();
-            if let Ok(tc) = <&mut SchedClassifier>::try_from(prog) {
-                tc.load()
-                    .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:?}"));
+            let r = match prog {
+                aya::programs::Program::SchedClassifier(p) => p.load(),
+                aya::programs::Program::Xdp(p) => p.load(),
+                _ => continue,
+            };
+            if let Err(e) = r {
+                // The verifier log can be megabytes: its end says why.
+                let msg = format!("{e:?}");
+                let tail = &msg[msg.len().saturating_sub(4000)..];
+                panic!("verifier rejected {name}: ...{tail}");
             }
         }
         Self { ebpf }
@@ -139,5 +146,25 @@ impl Loaded {
         let m: HashMap<&mut MapData, cnet_common::maps::CtKey, cnet_common::maps::CtEntry> =
             HashMap::try_from(self.ebpf.map_mut(cnet_common::maps::CONNTRACK).unwrap()).unwrap();
         m.iter().map(|r| r.unwrap()).collect()
+    }
+}
+
+impl Loaded {
+    /// Writes filter rules to slots 0.. in order.
+    pub fn set_filters(&mut self, rules: &[cnet_common::maps::Filter]) {
+        let mut a: aya::maps::Array<&mut MapData, cnet_common::maps::Filter> =
+            aya::maps::Array::try_from(self.ebpf.map_mut(cnet_common::maps::FILTERS).unwrap())
+                .unwrap();
+        for (i, r) in rules.iter().enumerate() {
+            a.set(i as u32, r, 0).unwrap();
+        }
+    }
+
+    /// Packets counted for filter slot `slot`, summed over CPUs.
+    pub fn filter_count(&mut self, slot: u32) -> u64 {
+        let stats: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map_mut(cnet_common::maps::FILTER_STATS).unwrap())
+                .unwrap();
+        stats.get(&slot, 0).unwrap().iter().sum()
     }
 }
