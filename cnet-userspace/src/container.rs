@@ -323,9 +323,15 @@ fn write_hosts(state: &State, c: &Container, undo: &mut Undo) -> Result<()> {
     undo.push("remove hosts file", move || {
         fs::remove_dir_all(&d).context("removing hosts dir")
     });
+    // The container shares the machine's hostname (no UTS namespace): map it
+    // to the container's address, as Docker maps a container's hostname, so
+    // that resolving it never leaves the container.
+    let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let mut text = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
-        c.ip, c.name
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{} {}\n",
+        c.ip,
+        c.name,
+        hostname.trim()
     );
     for (target, alias) in &c.links {
         if let Some(t) = state.containers.get(target) {
