@@ -569,6 +569,28 @@ pub fn purge_conntrack(paths: &Paths, ip: Ipv4Addr) -> Result<usize> {
     Ok(doomed.len())
 }
 
+/// Deletes the conntrack entries of flows to or from `ip:port` (one mapping).
+pub fn purge_port_conntrack(paths: &Paths, ip: Ipv4Addr, port: u16, proto: u8) -> Result<usize> {
+    let (a, p) = (addr_key(ip.octets()), port_key(port));
+    let mut ct = loader::hash::<CtKey, CtEntry>(paths, maps::CONNTRACK)?;
+    let doomed: Vec<CtKey> = ct
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(k, e)| {
+            k.proto == proto
+                && ((k.saddr == a && k.sport == p)
+                    || (k.daddr == a && k.dport == p)
+                    || (e.saddr == a && e.sport == p)
+                    || (e.daddr == a && e.dport == p))
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in &doomed {
+        let _ = ct.remove(k);
+    }
+    Ok(doomed.len())
+}
+
 /// Deletes every link allowance that involves `ip` (either end of a link).
 fn purge_allow(paths: &Paths, ip: Ipv4Addr) -> Result<()> {
     let a = addr_key(ip.octets());

@@ -90,3 +90,67 @@ pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<()> {
     state::save(paths, &st)?;
     result
 }
+
+/// `cnet port add NAME SPEC`: publishes more ports of a running container,
+/// live (Docker cannot: moby#22133). Same forms and checks as `run -p`.
+pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::PortMapping>> {
+    let _lock = Lock::take(paths)?;
+    let mut st = state::load_up(paths)?;
+    let c = st
+        .containers
+        .get(name)
+        .cloned()
+        .with_context(|| format!("no such container: {name}"))?;
+    let opts = container::RunOptions {
+        publish: vec![spec.to_string()],
+        ..Default::default()
+    };
+    let (mappings, exposed) = container::plan_ports(&st, &opts)?;
+    undo::transaction(|undo| {
+        for m in &mappings {
+            container::publish(paths, m, c.ip)?;
+            let (p, m, ip) = (paths.clone(), m.clone(), c.ip);
+            undo.push("unpublish", move || container::unpublish(&p, &m, ip));
+        }
+        let entry = st.containers.get_mut(name).context("container vanished")?;
+        entry.ports.extend(mappings.iter().cloned());
+        for e in exposed {
+            if !entry.exposed.contains(&e) {
+                entry.exposed.push(e);
+            }
+        }
+        entry.exposed.sort();
+        state::save(paths, &st)
+    })?;
+    Ok(mappings)
+}
+
+/// `cnet port rm NAME SPEC`: unpublishes the mappings SPEC names (its container
+/// ports, and its host address and ports when given) and purges their
+/// conntrack entries, live.
+pub fn port_rm(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::PortMapping>> {
+    let _lock = Lock::take(paths)?;
+    let mut st = state::load_up(paths)?;
+    let s: portspec::PublishSpec = spec.parse()?;
+    let c = st
+        .containers
+        .get_mut(name)
+        .with_context(|| format!("no such container: {name}"))?;
+    let (gone, kept): (Vec<_>, Vec<_>) = c.ports.iter().cloned().partition(|m| {
+        m.proto == s.proto
+            && s.container.ports().any(|p| p == m.container_port)
+            && s.host.is_none_or(|h| h.ports().any(|p| p == m.host_port))
+            && (s.host_ip.is_none() || s.host_ip == m.host_ip)
+    });
+    if gone.is_empty() {
+        anyhow::bail!("container {name} has no published port matching {spec:?}");
+    }
+    let ip = c.ip;
+    c.ports = kept;
+    state::save(paths, &st)?;
+    for m in &gone {
+        container::unpublish(paths, m, ip)?;
+        container::purge_port_conntrack(paths, ip, m.container_port, m.proto.number())?;
+    }
+    Ok(gone)
+}

@@ -93,10 +93,11 @@ enum Cmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// List a container's published ports, as `docker port` does.
+    /// `port NAME [PRIVATE_PORT[/PROTO]]` lists published ports as `docker port`
+    /// does; `port add NAME SPEC` and `port rm NAME SPEC` change them live.
     Port {
-        name: String,
-        private: Option<String>,
+        #[arg(required = true, num_args = 1..=3)]
+        args: Vec<String>,
     },
     /// Print the datapath counters.
     Stats {
@@ -209,14 +210,27 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        Cmd::Port { name, private } => {
-            let st = state::load_up(&paths)?;
-            let c = st
-                .containers
-                .get(&name)
-                .with_context(|| format!("no such container: {name}"))?;
-            print!("{}", show::port(c, private.as_deref())?);
-        }
+        Cmd::Port { args } => match args.as_slice() {
+            [verb, name, spec] if verb == "add" => {
+                for m in cnet::port_add(&paths, name, spec)? {
+                    println!("{m}");
+                }
+            }
+            [verb, name, spec] if verb == "rm" => {
+                cnet::port_rm(&paths, name, spec)?;
+            }
+            [name] | [name, _] => {
+                let st = state::load_up(&paths)?;
+                let c = st
+                    .containers
+                    .get(name)
+                    .with_context(|| format!("no such container: {name}"))?;
+                print!("{}", show::port(c, args.get(1).map(String::as_str))?);
+            }
+            _ => anyhow::bail!(
+                "usage: cnet port NAME [PRIVATE_PORT[/PROTO]] | port add NAME SPEC | port rm NAME SPEC"
+            ),
+        },
         Cmd::Stats { json } => {
             let st = state::load_up(&paths)?;
             let counters = cnet::loader::counters(&paths)?;

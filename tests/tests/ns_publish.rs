@@ -364,3 +364,39 @@ fn inspect_has_dockers_shape() {
         "{ps}"
     );
 }
+
+#[test]
+fn ports_change_live_with_port_add_and_rm() {
+    let inst = Instance::up(1, &[]);
+    let web = ctr("web");
+    inst.run_server(&web, &["-p", "8080:80"], &[80, 81]);
+    let client = inst.topo.clients[0].name.clone();
+    let host = addr::host_uplink(0);
+    retry(|| tcp_request(&client, &format!("{host}:8080"), "a")).unwrap();
+
+    assert_eq!(
+        inst.ok(&["port", "add", &web, "9090:81/udp"]).trim(),
+        "81/udp -> 0.0.0.0:9090"
+    );
+    inst.ok(&["port", "add", &web, "9091:81"]);
+    let from = format!("{}:40001", addr::client(0));
+    let r = udp_request(&client, Some(&from), &format!("{host}:9090"), "live").unwrap();
+    assert!(r.ends_with("live"), "added without restarting: {r}");
+    assert!(tcp_request(&client, &format!("{host}:9091"), "b").is_ok());
+    let e = inst.fails(&["port", "add", &web, "9091:80"]);
+    assert!(e.contains("9091/tcp"), "{e}");
+
+    inst.ok(&["port", "rm", &web, "9090:81/udp"]);
+    assert!(
+        udp_request(&client, Some(&from), &format!("{host}:9090"), "gone").is_err(),
+        "removed at once"
+    );
+    assert!(
+        tcp_request(&client, &format!("{host}:8080"), "c").is_ok(),
+        "other mappings untouched"
+    );
+    let e = inst.fails(&["port", "rm", &web, "7777:81"]);
+    assert!(e.contains("7777:81"), "{e}");
+    let listed = inst.ok(&["port", &web]);
+    assert!(!listed.contains("9090"), "{listed}");
+}
