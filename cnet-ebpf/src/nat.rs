@@ -105,8 +105,11 @@ fn stale(e: &CtEntry, proto: u8, t: u64) -> bool {
     t.saturating_sub(e.last_seen) > ct_timeout_secs(proto, e.tcp_seen) * 1_000_000_000
 }
 
-/// Looks up `key`, refreshing the entry (time, counters, TCP state) on a hit.
-/// A stale entry is removed and reported as a miss.
+/// Looks up `key`, refreshing the entry (time, counters, TCP state) and its
+/// partner's (the other direction's time and state), so a pair ages as one.
+/// A stale entry, or a closed TCP flow that a new SYN reopens on the same
+/// tuple, is removed with its partner and reported as a miss (the caller then
+/// treats the packet as a new flow).
 #[inline(always)]
 pub fn lookup(key: &CtKey, flow: &Flow, len: u32) -> Option<CtEntry> {
     let p = CONNTRACK.get_ptr_mut(key)?;
@@ -114,15 +117,34 @@ pub fn lookup(key: &CtKey, flow: &Flow, len: u32) -> Option<CtEntry> {
     // SAFETY: a map value pointer from a successful lookup; concurrent updates
     // of these counters may race, which only makes them approximate.
     let e = unsafe { &mut *p };
-    if stale(e, key.proto, t) {
+    let partner = CtKey::new(e.daddr, e.saddr, e.dport, e.sport, key.proto);
+    if stale(e, key.proto, t) || reopened(e, flow) {
         let _ = CONNTRACK.remove(key);
+        let _ = CONNTRACK.remove(partner);
         return None;
     }
+    let bits = seen_bits(flow);
     e.last_seen = t;
     e.packets += 1;
     e.bytes += u64::from(len);
-    e.tcp_seen |= seen_bits(flow);
-    Some(*e)
+    e.tcp_seen |= bits;
+    let out = *e;
+    if let Some(pp) = CONNTRACK.get_ptr_mut(partner) {
+        // SAFETY: as above.
+        let pe = unsafe { &mut *pp };
+        pe.last_seen = t;
+        pe.tcp_seen |= bits & (CT_SEEN_FIN | CT_SEEN_RST);
+    }
+    Some(out)
+}
+
+/// A SYN without ACK on a tuple whose flow already closed (FIN or RST seen):
+/// the peer reuses the ports for a new connection.
+#[inline(always)]
+fn reopened(e: &CtEntry, flow: &Flow) -> bool {
+    flow.key.proto == PROTO_TCP
+        && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        && e.tcp_seen & (CT_SEEN_FIN | CT_SEEN_RST) != 0
 }
 
 #[inline(always)]

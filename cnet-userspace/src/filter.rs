@@ -154,9 +154,24 @@ fn array<T: aya::Pod>(paths: &Paths, name: &str) -> Result<Map> {
     Map::from_map_data(data).with_context(|| format!("reading map {name}"))
 }
 
-/// Writes the rules to the FILTERS map in order, clearing the slots after them.
-/// Slot counters move with their rules.
+/// Writes the rules to the FILTERS map in order, clearing the slots after
+/// them, and keeps XDP attached to the uplinks exactly while rules exist: XDP
+/// on a veth uplink costs GRO/GSO (frames are linearised for it), so an
+/// instance without filters does not pay for it.
 pub fn sync(paths: &Paths, state: &State) -> Result<()> {
+    write_rules(paths, state)?;
+    for u in &state.uplinks {
+        let link = format!("xdp-{u}");
+        if state.filters.is_empty() {
+            crate::loader::detach(paths, &link)?;
+        } else {
+            crate::loader::attach_xdp(paths, u, &link)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_rules(paths: &Paths, state: &State) -> Result<()> {
     ensure!(
         state.filters.len() <= FILTERS_MAX as usize,
         "more than {FILTERS_MAX} filter rules"

@@ -123,10 +123,6 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                 let (p, l) = (paths.clone(), format!("uplink-{u}"));
                 undo.push("detach uplink", move || loader::detach(&p, &l));
             }
-            if loader::attach_xdp(paths, u, &format!("xdp-{u}"))? {
-                let (p, l) = (paths.clone(), format!("xdp-{u}"));
-                undo.push("detach uplink XDP", move || loader::detach(&p, &l));
-            }
         }
         if let Some(c) = &state.cgroup {
             loader::attach_cgroup(paths, c)?;

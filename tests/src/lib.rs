@@ -6,6 +6,7 @@
     reason = "test support: failing loudly is the point"
 )]
 
+pub mod bench;
 pub mod cnet;
 pub mod frames;
 pub mod netns;

@@ -10,18 +10,18 @@ use crate::netns::{Netns, in_netns};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Path of the echo server binary cargo builds next to the test binaries
-/// (`target/<profile>/cnet-testsrv`, the tests themselves are in `deps/`).
+/// Path of the echo server binary cargo builds next to the test binaries:
+/// `target/<profile>/cnet-testsrv` (test binaries live in `deps/` below it).
 pub fn testsrv() -> String {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
+    let mut dir = exe.parent().expect("target/<profile>").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
     let path = dir.join("cnet-testsrv");
     assert!(
         path.exists(),
-        "{} missing: run through cargo test",
+        "{} missing: run through cargo xtask",
         path.display()
     );
     path.to_string_lossy().into_owned()

@@ -278,10 +278,60 @@ fn stale_entries_expire() {
     let f = frames::udp((C1, 80), (CLIENT, 5353), b"late");
     let r = l.run_tc(VETH, &f);
     assert_eq!((r.verdict, &r.frame), (TC_ACT_OK, &f));
+    assert!(l.conntrack().is_empty(), "the stale pair was removed");
+}
+
+#[test]
+fn a_pair_ages_as_one_and_a_closed_flow_reopens() {
+    let mut l = seeded();
+    l.run_tc(
+        UPLINK,
+        &frames::tcp((CLIENT, 40000), (HOST, 8080), "S", b""),
+    );
+    // Age the reverse entry only; traffic on the forward entry refreshes it.
+    let entries = l.conntrack();
+    let mut ct = l.hash::<CtKey, CtEntry>(CONNTRACK);
+    let (rk, mut re) = entries
+        .iter()
+        .copied()
+        .find(|(k, _)| k.saddr == a(C1))
+        .unwrap();
+    re.last_seen = 1;
+    ct.insert(rk, re, 0).unwrap();
+    l.run_tc(
+        UPLINK,
+        &frames::tcp((CLIENT, 40000), (HOST, 8080), "A", b"x"),
+    );
+    let r = l.run_tc(VETH, &frames::tcp((C1, 80), (CLIENT, 40000), "A", b"y"));
     assert_eq!(
-        l.conntrack().len(),
-        1,
-        "the stale reverse entry was removed"
+        verify(&r.frame),
+        tuple(HOST, 8080, CLIENT, 40000, PROTO_TCP),
+        "reverse kept alive by its partner"
+    );
+
+    // The flow closes; the client reuses its port for a new connection (a
+    // SYN on a closed tuple): a fresh pair, with fresh TCP state.
+    l.run_tc(
+        UPLINK,
+        &frames::tcp((CLIENT, 40000), (HOST, 8080), "FA", b""),
+    );
+    l.run_tc(VETH, &frames::tcp((C1, 80), (CLIENT, 40000), "FA", b""));
+    let r = l.run_tc(
+        UPLINK,
+        &frames::tcp((CLIENT, 40000), (HOST, 8080), "S", b""),
+    );
+    assert_eq!(verify(&r.frame), tuple(CLIENT, 40000, C1, 80, PROTO_TCP));
+    let fwd = l
+        .conntrack()
+        .into_iter()
+        .find(|(k, _)| k.saddr == a(CLIENT))
+        .unwrap();
+    assert_eq!(fwd.1.tcp_seen, CT_SEEN_SYN, "state starts over");
+    assert_eq!(fwd.1.packets, 1);
+    let r = l.run_tc(VETH, &frames::tcp((C1, 80), (CLIENT, 40000), "SA", b""));
+    assert_eq!(
+        verify(&r.frame),
+        tuple(HOST, 8080, CLIENT, 40000, PROTO_TCP)
     );
 }
 

@@ -22,6 +22,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iptables-save", "iptables"),
     ("nft", "nftables"),
     ("bpftool", "bpftool"),
+    ("taskset", "util-linux"),
+    ("curl", "curl"),
+    // The benchmark chart's font.
+    (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "fonts-dejavu-core",
+    ),
 ];
 
 pub fn root() -> PathBuf {
@@ -118,6 +125,9 @@ fn ensure_bpf_linker() -> Result<()> {
 }
 
 fn have(cmd: &str) -> bool {
+    if cmd.starts_with('/') {
+        return Path::new(cmd).exists();
+    }
     std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)

@@ -69,3 +69,29 @@ pub fn run_cnet(args: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Builds everything in release mode and runs the benchmark driver as root.
+pub fn bench(quick: bool) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark builds namespaces: run `sudo -E cargo xtask bench`");
+    }
+    ebpf()?;
+    run(&mut cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "cnet-userspace",
+        "-p",
+        "cnet-tests",
+        "--bins",
+    ]))?;
+    let mut cmd = Command::new(root().join("target/release/cnet-bench"));
+    cmd.current_dir(root())
+        .arg("--out")
+        .arg(root().join("target/bench"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    run(&mut cmd)
+}

@@ -26,6 +26,13 @@ enum Cmd {
     },
     /// fmt, clippy (userspace and eBPF), unit, packet and namespace tests.
     Test,
+    /// cnet against the routed ceiling, Docker's iptables rules and a userland
+    /// proxy, from 0 to 10,000 published ports; table, JSON and PNG in target/bench.
+    Bench {
+        /// A short run (under 2 minutes).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,6 +41,7 @@ fn main() -> ExitCode {
         Cmd::Build => bootstrap::ensure().and_then(|()| build::all().map(|_| ())),
         Cmd::Run { args } => bootstrap::ensure().and_then(|()| build::run_cnet(&args)),
         Cmd::Test => bootstrap::ensure().and_then(|()| test::all()),
+        Cmd::Bench { quick } => bootstrap::ensure().and_then(|()| build::bench(quick)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
