@@ -19,7 +19,7 @@ use cnet_common::{
 use crate::{
     ipam, loader, net,
     portspec::{self, PortMapping, Proto, PublishSpec},
-    state::{Container, Paths, State},
+    state::{Container, Paths, Phase, State},
     undo::{Undo, transaction},
 };
 
@@ -162,7 +162,9 @@ pub fn unpublish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
 
 /// Creates the namespace, veth, addresses, route, attachment and map entries
 /// for a new container (not its process). Rolls back on failure.
-pub fn create(paths: &Paths, state: &mut State, opts: &RunOptions) -> Result<Container> {
+/// Validates a `run` and decides everything about the new container (name,
+/// id, address, ports, links) without touching the system.
+pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
     ensure!(
         !opts.cmd.is_empty(),
         "no command given: cnet run [OPTIONS] -- CMD [ARGS]"
@@ -200,13 +202,39 @@ pub fn create(paths: &Paths, state: &mut State, opts: &RunOptions) -> Result<Con
         created: now_rfc3339(),
         env: link_env(state, &name, &links),
         links,
+        phase: Phase::Creating,
     };
-    transaction(|undo| {
-        plumb(paths, state, &c, mac, undo)?;
-        allow_links(paths, state, &c, undo)?;
-        write_hosts(state, &c, undo)
-    })?;
     Ok(c)
+}
+
+/// Builds a planned container: namespace, veth, addresses, attachment, map
+/// entries, link allowances, hosts file. Rolls back on failure.
+pub fn build(paths: &Paths, state: &State, c: &Container) -> Result<()> {
+    let mac = ipam::mac_for(c.ip);
+    transaction(|undo| {
+        plumb(paths, state, c, mac, undo)?;
+        allow_links(paths, state, c, undo)?;
+        write_hosts(state, c, undo)
+    })
+}
+
+/// Finishes what a killed cnet left half-done: containers still being created
+/// or removed are torn down (every step of teardown tolerates what is already
+/// gone). Returns whether the state changed.
+pub fn recover(paths: &Paths, state: &mut State) -> bool {
+    let unfinished: Vec<String> = state
+        .containers
+        .values()
+        .filter(|c| c.phase != Phase::Ready)
+        .map(|c| c.name.clone())
+        .collect();
+    for name in &unfinished {
+        log::warn!("finishing the interrupted creation or removal of container {name}");
+        if let Err(e) = teardown(paths, state, name) {
+            log::warn!("{e:#}");
+        }
+    }
+    !unfinished.is_empty()
 }
 
 /// Checks `--link NAME[:ALIAS]` values: the target must exist.
@@ -426,6 +454,8 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
     let hosts = std::ffi::CString::new(hosts_path(&c.name).as_os_str().as_encoded_bytes())
         .context("hosts path")?;
     let has_hosts = hosts_path(&c.name).exists();
+    let bpf =
+        std::ffi::CString::new(paths.bpf().as_os_str().as_encoded_bytes()).context("pin path")?;
     if detach {
         fs::create_dir_all(paths.logs())
             .with_context(|| format!("creating {}", paths.logs().display()))?;
@@ -469,6 +499,9 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // The copy of the instance's bpffs mount would keep every pin
+                // (and so the dataplane) alive past `cnet down` or a wipe.
+                libc::umount2(bpf.as_ptr(), libc::MNT_DETACH);
             }
             libc::signal(libc::SIGINT, libc::SIG_DFL);
             libc::signal(libc::SIGQUIT, libc::SIG_DFL);
@@ -498,19 +531,23 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
         }
     };
     note(kill_all(&c.name));
-    for m in &c.ports {
+    // After a wipe of the kernel side there are no maps left to clean.
+    let maps_present = paths.map_pin(maps::PORTS).exists();
+    for m in c.ports.iter().filter(|_| maps_present) {
         note(unpublish(paths, m, c.ip));
     }
-    note(
-        loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS).and_then(|mut e| {
-            match e.remove(&addr_key(c.ip.octets())) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(err) => Err(err).context("removing endpoint"),
-            }
-        }),
-    );
-    note(purge_conntrack(paths, c.ip).map(|_| ()));
-    note(purge_allow(paths, c.ip));
+    if maps_present {
+        note(
+            loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS).and_then(|mut e| {
+                match e.remove(&addr_key(c.ip.octets())) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(err) => Err(err).context("removing endpoint"),
+                }
+            }),
+        );
+        note(purge_conntrack(paths, c.ip).map(|_| ()));
+        note(purge_allow(paths, c.ip));
+    }
     let hosts_dir = hosts_path(&c.name)
         .parent()
         .map(std::path::Path::to_path_buf);
@@ -620,8 +657,12 @@ pub fn reconcile(paths: &Paths, state: &mut State) -> Result<()> {
             continue;
         }
         let mac = ipam::mac_for(c.ip);
-        transaction(|undo| attach_endpoint(paths, &c, mac, undo))
-            .with_context(|| format!("restoring container {name}"))?;
+        let view = state.clone();
+        transaction(|undo| {
+            attach_endpoint(paths, &c, mac, undo)?;
+            allow_links(paths, &view, &c, undo)
+        })
+        .with_context(|| format!("restoring container {name}"))?;
     }
     Ok(())
 }

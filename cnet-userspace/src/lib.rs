@@ -23,19 +23,24 @@ use crate::state::{Lock, Paths};
 /// container and returns the command's exit code.
 pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<i32> {
     let (name, mut child) = {
-        let _lock = Lock::take(paths)?;
-        let mut st = state::load_up(paths)?;
-        let mut c = container::create(paths, &mut st, opts)?;
+        let (_lock, mut st) = open(paths)?;
+        let mut c = container::plan(&st, opts)?;
         let name = c.name.clone();
+        // Journal first: a kill -9 from here on leaves an entry the next command finishes.
         st.containers.insert(name.clone(), c.clone());
-        let child = match container::start(paths, &c, detach) {
+        state::save(paths, &st)?;
+        let child = match container::build(paths, &st, &c)
+            .and_then(|()| container::start(paths, &c, detach))
+        {
             Ok(ch) => ch,
             Err(e) => {
                 let _ = container::teardown(paths, &mut st, &name);
+                state::save(paths, &st)?;
                 return Err(e);
             }
         };
         c.pid = Some(child.id());
+        c.phase = state::Phase::Ready;
         st.containers.insert(name.clone(), c);
         if let Err(e) = state::save(paths, &st) {
             let _ = container::teardown(paths, &mut st, &name);
@@ -68,10 +73,20 @@ pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
+/// Takes the instance lock, loads the state and finishes any creation or
+/// removal a killed cnet left half-done. Every mutating command starts here.
+pub fn open(paths: &Paths) -> Result<(Lock, state::State)> {
+    let lock = Lock::take(paths)?;
+    let mut st = state::load_up(paths)?;
+    if container::recover(paths, &mut st) {
+        state::save(paths, &st)?;
+    }
+    Ok((lock, st))
+}
+
 /// `cnet rm [-f] NAME...`: all names are checked before anything is removed.
 pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<()> {
-    let _lock = Lock::take(paths)?;
-    let mut st = state::load_up(paths)?;
+    let (_lock, mut st) = open(paths)?;
     for n in names {
         let c = st
             .containers
@@ -81,6 +96,12 @@ pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<()> {
             anyhow::bail!("container {n} is running: use `cnet rm -f {n}`");
         }
     }
+    for n in names {
+        if let Some(c) = st.containers.get_mut(n) {
+            c.phase = state::Phase::Removing;
+        }
+    }
+    state::save(paths, &st)?;
     let mut result = Ok(());
     for n in names {
         if let Err(e) = container::teardown(paths, &mut st, n) {
@@ -94,8 +115,7 @@ pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<()> {
 /// `cnet port add NAME SPEC`: publishes more ports of a running container,
 /// live (Docker cannot: moby#22133). Same forms and checks as `run -p`.
 pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::PortMapping>> {
-    let _lock = Lock::take(paths)?;
-    let mut st = state::load_up(paths)?;
+    let (_lock, mut st) = open(paths)?;
     let c = st
         .containers
         .get(name)
@@ -129,8 +149,7 @@ pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::P
 /// ports, and its host address and ports when given) and purges their
 /// conntrack entries, live.
 pub fn port_rm(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::PortMapping>> {
-    let _lock = Lock::take(paths)?;
-    let mut st = state::load_up(paths)?;
+    let (_lock, mut st) = open(paths)?;
     let s: portspec::PublishSpec = spec.parse()?;
     let c = st
         .containers

@@ -117,6 +117,20 @@ pub struct Container {
     /// Environment for the command (Docker's link variables).
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Journal: a container is recorded as `Creating` before anything is built
+    /// and as `Removing` before anything is torn down, so the next command can
+    /// finish what a killed one left half-done.
+    #[serde(default)]
+    pub phase: Phase,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Creating,
+    #[default]
+    Ready,
+    Removing,
 }
 
 impl Container {

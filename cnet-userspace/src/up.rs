@@ -129,6 +129,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
         }
         Ok(())
     })?;
+    container::recover(paths, &mut state);
     container::reconcile(paths, &mut state)?;
     crate::filter::sync(paths, &state)?;
     state::save(paths, &state)

@@ -70,7 +70,12 @@ pub fn all() -> Result<()> {
         .map(String::from)
         .to_vec(),
     )];
-    let mut p = vec!["test".to_string(), "-p".into(), "cnet-tests".into(), "--lib".into()];
+    let mut p = vec![
+        "test".to_string(),
+        "-p".into(),
+        "cnet-tests".into(),
+        "--lib".into(),
+    ];
     p.extend(prog.iter().flat_map(|t| ["--test".to_string(), t.clone()]));
     suites.push(("packet tests (BPF_PROG_TEST_RUN)", p));
     let mut n = vec!["test".to_string(), "-p".into(), "cnet-tests".into()];

@@ -504,6 +504,8 @@ fn cnet_paths(
     let inst = Instance::up(1, &[]);
     report.cnet_up_ms = t0.elapsed().as_secs_f64() * 1e3;
     tune_client(&inst.topo.clients[0]);
+    // Host-local clients run in the (throwaway) host namespace.
+    tune_client(&inst.topo.host);
     let srv = format!("cnet-bench-srv-{}", std::process::id());
     let script = format!(
         "iperf3 -s -D -p {IPERF_PORT}; exec {} rr-server {RR_PORT}",
