@@ -186,7 +186,11 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
     let links = plan_links(state, &opts.links)?;
     let (ports, exposed) = plan_ports(state, opts)?;
     let used: Vec<Ipv4Addr> = state.containers.values().map(|c| c.ip).collect();
-    let ip = ipam::allocate(state.bip, &used)?;
+    let ip = ipam::allocate_in(
+        state.bip,
+        state.fixed_cidr.map(|f| (f.addr, f.prefix)),
+        &used,
+    )?;
     let mac = ipam::mac_for(ip);
     let veth = format!("veth{}", &id[..7]);
     let c = Container {
@@ -370,7 +374,17 @@ fn write_hosts(state: &State, c: &Container, undo: &mut Undo) -> Result<()> {
             }
         }
     }
-    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    if !state.dns.is_empty() {
+        let resolv = dir.join("resolv.conf");
+        let text: String = state
+            .dns
+            .iter()
+            .map(|d| format!("nameserver {d}\n"))
+            .collect();
+        fs::write(&resolv, text).with_context(|| format!("writing {}", resolv.display()))?;
+    }
+    Ok(())
 }
 
 fn plumb(paths: &Paths, state: &State, c: &Container, mac: [u8; 6], undo: &mut Undo) -> Result<()> {
@@ -393,15 +407,12 @@ fn plumb(paths: &Paths, state: &State, c: &Container, mac: [u8; 6], undo: &mut U
     net::ip(&["-n", n, "addr", "add", &cidr, "dev", "eth0"])?;
     net::ip(&["-n", n, "link", "set", "eth0", "up"])?;
     net::ip(&["-n", n, "link", "set", "lo", "up"])?;
-    net::ip(&[
-        "-n",
-        n,
-        "route",
-        "add",
-        "default",
-        "via",
-        &state.bip.addr.to_string(),
-    ])?;
+    if let Some(mtu) = state.mtu {
+        net::ip(&["link", "set", &c.veth, "mtu", &mtu.to_string()])?;
+        net::ip(&["-n", n, "link", "set", "eth0", "mtu", &mtu.to_string()])?;
+    }
+    let gw = state.default_gateway.unwrap_or(state.bip.addr).to_string();
+    net::ip(&["-n", n, "route", "add", "default", "via", &gw])?;
     attach_endpoint(paths, c, mac, undo)
 }
 
@@ -451,9 +462,22 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
     let mut cmd = Command::new(&c.cmd[0]);
     cmd.args(&c.cmd[1..]);
     cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
-    let hosts = std::ffi::CString::new(hosts_path(&c.name).as_os_str().as_encoded_bytes())
-        .context("hosts path")?;
-    let has_hosts = hosts_path(&c.name).exists();
+    // `ip netns exec` semantics: /etc/netns/<name>/FILE is bind-mounted over /etc/FILE.
+    let mut binds: Vec<(std::ffi::CString, std::ffi::CString)> = Vec::new();
+    let etc = hosts_path(&c.name)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    for f in ["hosts", "resolv.conf"] {
+        let src = etc.join(f);
+        if src.exists() {
+            binds.push((
+                std::ffi::CString::new(src.as_os_str().as_encoded_bytes())
+                    .context("bind source")?,
+                std::ffi::CString::new(format!("/etc/{f}")).context("bind target")?,
+            ));
+        }
+    }
     let bpf =
         std::ffi::CString::new(paths.bpf().as_os_str().as_encoded_bytes()).context("pin path")?;
     if detach {
@@ -475,13 +499,12 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
             if detach {
                 libc::setsid();
             }
-            if has_hosts {
-                // A private mount namespace where /etc/hosts is the container's.
+            if !binds.is_empty() {
+                // A private mount namespace where /etc/hosts (and resolv.conf) are the container's.
                 if libc::unshare(libc::CLONE_NEWNS) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 let root = c"/";
-                let etc_hosts = c"/etc/hosts";
                 if libc::mount(
                     std::ptr::null(),
                     root.as_ptr(),
@@ -489,15 +512,21 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
                     libc::MS_REC | libc::MS_SLAVE,
                     std::ptr::null(),
                 ) != 0
-                    || libc::mount(
-                        hosts.as_ptr(),
-                        etc_hosts.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) != 0
                 {
                     return Err(std::io::Error::last_os_error());
+                }
+                for (src, dst) in &binds {
+                    let flags = libc::MS_BIND;
+                    if libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        flags,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 // The copy of the instance's bpffs mount would keep every pin
                 // (and so the dataplane) alive past `cnet down` or a wipe.

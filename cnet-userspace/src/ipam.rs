@@ -81,8 +81,23 @@ pub fn validate_bip(bip: Cidr) -> Result<()> {
 /// The lowest address of `subnet` that is not the network, the broadcast,
 /// the gateway, or in `used`.
 pub fn allocate(subnet: Cidr, used: &[Ipv4Addr]) -> Result<Ipv4Addr> {
-    let first = u32::from(subnet.network()) + 1;
-    let last = u32::from(subnet.broadcast()) - 1;
+    allocate_in(subnet, None, used)
+}
+
+/// Like [`allocate`], restricted to `range` (a `fixed-cidr` / `--ip-range`
+/// inside the subnet) when given.
+pub fn allocate_in(
+    subnet: Cidr,
+    range: Option<(Ipv4Addr, u8)>,
+    used: &[Ipv4Addr],
+) -> Result<Ipv4Addr> {
+    let mut first = u32::from(subnet.network()) + 1;
+    let mut last = u32::from(subnet.broadcast()) - 1;
+    if let Some((addr, prefix)) = range {
+        let r = Cidr { addr, prefix };
+        first = first.max(u32::from(r.network()));
+        last = last.min(u32::from(r.broadcast()));
+    }
     (first..=last)
         .map(Ipv4Addr::from)
         .find(|ip| *ip != subnet.addr && !used.contains(ip))
@@ -144,6 +159,22 @@ mod tests {
                 .to_string()
                 .contains("10.1.0.0/29")
         );
+    }
+
+    #[test]
+    fn allocation_within_a_range() {
+        let c: Cidr = "10.1.0.1/24".parse().unwrap();
+        let r = Some((Ipv4Addr::new(10, 1, 0, 128), 25));
+        assert_eq!(
+            allocate_in(c, r, &[]).unwrap(),
+            Ipv4Addr::new(10, 1, 0, 128)
+        );
+        assert_eq!(
+            allocate_in(c, r, &[Ipv4Addr::new(10, 1, 0, 128)]).unwrap(),
+            Ipv4Addr::new(10, 1, 0, 129)
+        );
+        let full: Vec<Ipv4Addr> = (128..=254).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+        assert!(allocate_in(c, r, &full).is_err());
     }
 
     #[test]

@@ -26,6 +26,9 @@ struct Cli {
         default_value = "/var/lib/cnet"
     )]
     root: PathBuf,
+    /// daemon.json with Docker's keys (command-line flags override it).
+    #[arg(long, global = true, env = "CNET_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -43,9 +46,9 @@ enum Cmd {
         /// cgroup v2 directory for the host-local hooks (default: the cgroup2 root).
         #[arg(long)]
         cgroup: Option<PathBuf>,
-        /// Masquerade container traffic leaving through an uplink.
-        #[arg(long = "ip-masq", default_value_t = true, action = clap::ArgAction::Set)]
-        ip_masq: bool,
+        /// Masquerade container traffic leaving through an uplink (default true).
+        #[arg(long = "ip-masq", action = clap::ArgAction::Set)]
+        ip_masq: Option<bool>,
         /// Inter-container communication on the default network (changes apply live).
         #[arg(long, action = clap::ArgAction::Set)]
         icc: Option<bool>,
@@ -149,6 +152,10 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     let paths = Paths::new(&cli.root);
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(cnet::config::DEFAULT_PATH));
     match cli.cmd {
         Cmd::Up {
             bip,
@@ -163,8 +170,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     bip,
                     uplinks,
                     cgroup,
-                    no_masquerade: !ip_masq,
+                    ip_masq,
                     icc,
+                    config: cnet::config::load(&config_path, cli.config.is_some())?,
                 },
             )?;
         }

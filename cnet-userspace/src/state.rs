@@ -72,6 +72,24 @@ pub struct State {
     pub filters: Vec<FilterRule>,
     #[serde(default)]
     pub next_filter_id: u32,
+    /// daemon.json's `fixed-cidr`: container addresses come from this range.
+    #[serde(default)]
+    pub fixed_cidr: Option<Cidr0>,
+    /// daemon.json's `mtu` for the bridge and the containers' interfaces.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// daemon.json's `default-gateway` for containers (default: the bridge address).
+    #[serde(default)]
+    pub default_gateway: Option<Ipv4Addr>,
+    /// daemon.json's `dns`: the containers' nameservers.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// daemon.json's `ip-forward`.
+    #[serde(default = "yes")]
+    pub ip_forward: bool,
+    /// daemon.json's `default-address-pools`.
+    #[serde(default)]
+    pub pools: Vec<crate::config::Pool>,
 }
 
 fn yes() -> bool {

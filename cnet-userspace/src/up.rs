@@ -23,10 +23,12 @@ pub struct UpOptions {
     pub bip: Option<Cidr>,
     pub uplinks: Vec<String>,
     pub cgroup: Option<PathBuf>,
-    /// `false` disables masquerade (Docker's `--ip-masq=false`).
-    pub no_masquerade: bool,
+    /// Docker's `--ip-masq`; `None`: daemon.json's, else on.
+    pub ip_masq: Option<bool>,
     /// Docker's `--icc`; `None` keeps the current setting (default on).
     pub icc: Option<bool>,
+    /// daemon.json; the options above override it.
+    pub config: crate::config::DaemonConfig,
 }
 
 /// The cgroup v2 mount point, from /proc/mounts.
@@ -45,9 +47,11 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
     let _lock = Lock::take(paths)?;
     let existing = state::load(paths)?;
     let fresh = existing.is_none();
+    let cfg = &opts.config;
+    let want_bip = opts.bip.or(cfg.bip);
     let mut state = match existing {
         Some(s) => {
-            if let Some(b) = opts.bip
+            if let Some(b) = want_bip
                 && b != s.bip
             {
                 bail!(
@@ -58,7 +62,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
             s
         }
         None => {
-            let bip = opts.bip.unwrap_or(DEFAULT_BIP.parse()?);
+            let bip = want_bip.unwrap_or(DEFAULT_BIP.parse()?);
             ipam::validate_bip(bip)?;
             let uplinks = if opts.uplinks.is_empty() {
                 net::default_route_devs()?
@@ -77,17 +81,51 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                     Some(c) => c.clone(),
                     None => cgroup2_root()?,
                 }),
-                masquerade: !opts.no_masquerade,
+                masquerade: true,
                 icc: true,
                 containers: BTreeMap::new(),
                 filters: Vec::new(),
                 next_filter_id: 1,
+                fixed_cidr: None,
+                mtu: None,
+                default_gateway: None,
+                dns: Vec::new(),
+                ip_forward: true,
+                pools: Vec::new(),
             }
         }
     };
-    if let Some(icc) = opts.icc {
-        // Applies live: running containers see it on their next packet.
+    // Flags override daemon.json; both apply live where they can (icc, masquerade)
+    // and to new containers otherwise.
+    if let Some(icc) = opts.icc.or(cfg.icc) {
         state.icc = icc;
+    }
+    if let Some(m) = opts.ip_masq.or(cfg.ip_masq) {
+        state.masquerade = m;
+    }
+    if let Some(f) = cfg.fixed_cidr {
+        crate::config::check_fixed_cidr(f, state.bip)?;
+        state.fixed_cidr = Some(f);
+    }
+    if let Some(g) = cfg.default_gateway {
+        anyhow::ensure!(
+            state.bip.contains(g),
+            "daemon.json: key \"default-gateway\" {g} is outside bip {}",
+            state.bip
+        );
+        state.default_gateway = Some(g);
+    }
+    if let Some(m) = cfg.mtu {
+        state.mtu = Some(m);
+    }
+    if let Some(d) = &cfg.dns {
+        state.dns = d.clone();
+    }
+    if let Some(f) = cfg.ip_forward {
+        state.ip_forward = f;
+    }
+    if let Some(p) = &cfg.default_address_pools {
+        state.pools = p.clone();
     }
     for u in &state.uplinks {
         net::ifindex(u).with_context(|| format!("uplink {u:?}"))?;
@@ -116,7 +154,12 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                 net::ip(&["link", "del", &b]).map(|_| ())
             });
         }
-        net::sysctl("net.ipv4.ip_forward", "1")?;
+        if let Some(mtu) = state.mtu {
+            net::ip(&["link", "set", &state.bridge, "mtu", &mtu.to_string()])?;
+        }
+        if state.ip_forward {
+            net::sysctl("net.ipv4.ip_forward", "1")?;
+        }
         sync_host(paths, &state)?;
         for u in &state.uplinks {
             if loader::attach_tc(paths, loader::UPLINK_PROG, u, &format!("uplink-{u}"))? {

@@ -504,8 +504,12 @@ fn cnet_paths(
     let inst = Instance::up(1, &[]);
     report.cnet_up_ms = t0.elapsed().as_secs_f64() * 1e3;
     tune_client(&inst.topo.clients[0]);
-    // Host-local clients run in the (throwaway) host namespace.
-    tune_client(&inst.topo.host);
+    // Host-local clients run in the (throwaway) host namespace; its proxy and
+    // published test ports stay below the ephemeral range.
+    inst.topo.host.sysctl("net.ipv4.tcp_tw_reuse", "1");
+    inst.topo
+        .host
+        .sysctl("net.ipv4.ip_local_port_range", "32768 65535");
     let srv = format!("cnet-bench-srv-{}", std::process::id());
     let script = format!(
         "iperf3 -s -D -p {IPERF_PORT}; exec {} rr-server {RR_PORT}",
