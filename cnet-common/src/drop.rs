@@ -20,6 +20,8 @@ pub enum DropReason {
     IccDenied = 6,
     /// A filter rule with action drop (counted per rule too).
     Filtered = 7,
+    /// Leaving (or entering) an `--internal` network.
+    Internal = 8,
 }
 
 /// Non-drop events that are counted as well.
@@ -49,6 +51,7 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (DropReason::NoRoute as u32, "drop_no_route"),
     (DropReason::IccDenied as u32, "drop_icc"),
     (DropReason::Filtered as u32, "drop_filter"),
+    (DropReason::Internal as u32, "drop_internal"),
     (Counter::Dnat as u32, "dnat"),
     (Counter::ReverseDnat as u32, "reverse_dnat"),
     (Counter::Snat as u32, "snat"),

@@ -124,6 +124,10 @@ abi! {
 
 /// Containers of this network may not talk to each other (Docker's icc=false).
 pub const NETWORK_ICC_OFF: u32 = 1;
+/// `--internal`: no traffic in or out of the network, only among its containers.
+pub const NETWORK_INTERNAL: u32 = 2;
+/// Traffic from this network leaving the host is not masqueraded.
+pub const NETWORK_NO_MASQ: u32 = 4;
 
 abi! {
     /// A link allowance: packets from `saddr` to `daddr` with this protocol and

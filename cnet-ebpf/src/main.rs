@@ -21,7 +21,8 @@ use aya_ebpf::{
 use cnet_common::{
     DropReason,
     maps::{
-        CONFIG_MASQUERADE, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, CtKey, PROTO_ICMP, PROTO_TCP,
+        CONFIG_MASQUERADE, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, CtKey, NETWORK_NO_MASQ,
+        PROTO_ICMP, PROTO_TCP,
     },
 };
 
@@ -157,6 +158,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     }
     if verdict == policy::Verdict::None {
         policy::icc(ip.saddr, ip.daddr, ip.proto, sport, dport)?;
+        policy::internal(ip.saddr, ip.daddr, maps::is_host_addr(ip.daddr))?;
     }
     if !flow.may_open() {
         return Ok(Action::Pass);
@@ -185,6 +187,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     }
     // Masquerade: leaving the host through an uplink.
     if maps::config().flags & CONFIG_MASQUERADE == 0
+        || policy::network_flags(k.saddr) & NETWORK_NO_MASQ != 0
         || maps::is_host_addr(k.daddr)
         || maps::ENDPOINTS.get_ptr(k.daddr).is_some()
     {

@@ -2,7 +2,10 @@
 //! containers of a network, with link allowances.
 use cnet_common::{
     DropReason,
-    maps::{AllowKey, FILTER_ALLOW, FILTER_DROP, FILTERS_MAX, NETWORK_ICC_OFF, PROTO_ICMP},
+    maps::{
+        AllowKey, FILTER_ALLOW, FILTER_DROP, FILTERS_MAX, NETWORK_ICC_OFF, NETWORK_INTERNAL,
+        PROTO_ICMP,
+    },
 };
 
 use crate::maps::{ALLOW, ENDPOINTS, FILTER_STATS, FILTERS, NETWORKS};
@@ -81,4 +84,44 @@ pub fn icc(saddr: u32, daddr: u32, proto: u8, sport: u16, dport: u16) -> Result<
         }
     }
     Err(DropReason::IccDenied)
+}
+
+/// The network id of container address `addr`.
+#[inline(always)]
+fn network_of(addr: u32) -> Option<u32> {
+    // SAFETY: value copied out immediately.
+    unsafe { ENDPOINTS.get(addr) }.map(|e| e.network)
+}
+
+#[inline(always)]
+fn flags_of(net: u32) -> u32 {
+    // SAFETY: value copied out immediately.
+    unsafe { NETWORKS.get(net) }.map(|n| n.flags).unwrap_or(0)
+}
+
+/// The datapath flags of the network of container address `addr` (0 for
+/// anything that is not a container).
+#[inline(always)]
+pub fn network_flags(addr: u32) -> u32 {
+    network_of(addr).map(flags_of).unwrap_or(0)
+}
+
+/// An `--internal` network keeps its traffic among its own containers (and
+/// its gateway): nothing leaves it, nothing from elsewhere enters it.
+#[inline(always)]
+pub fn internal(saddr: u32, daddr: u32, gateway_is_dst: bool) -> Result<(), DropReason> {
+    let (s, d) = (network_of(saddr), network_of(daddr));
+    let src_internal = s.map(flags_of).unwrap_or(0) & NETWORK_INTERNAL != 0;
+    let dst_internal = d.map(flags_of).unwrap_or(0) & NETWORK_INTERNAL != 0;
+    if !src_internal && !dst_internal {
+        return Ok(());
+    }
+    // Container-to-container traffic is decided by icc (other networks are dropped there).
+    if let (Some(_), Some(_)) = (s, d) {
+        return Ok(());
+    }
+    if src_internal && gateway_is_dst {
+        return Ok(());
+    }
+    Err(DropReason::Internal)
 }

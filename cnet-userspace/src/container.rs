@@ -31,6 +31,14 @@ pub struct RunOptions {
     pub publish_all: bool,
     /// `NAME[:ALIAS]`
     pub links: Vec<String>,
+    /// `bridge` (default), `host`, `none`, `container:NAME` or a user-defined network.
+    pub network: Option<String>,
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+    pub dns: Vec<String>,
+    /// `NAME:IP`
+    pub add_hosts: Vec<String>,
+    pub aliases: Vec<String>,
     pub cmd: Vec<String>,
 }
 
@@ -48,7 +56,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn random_id() -> Result<String> {
+pub fn random_id() -> Result<String> {
     let mut b = [0u8; 32];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -160,10 +168,8 @@ pub fn unpublish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
     }
 }
 
-/// Creates the namespace, veth, addresses, route, attachment and map entries
-/// for a new container (not its process). Rolls back on failure.
 /// Validates a `run` and decides everything about the new container (name,
-/// id, address, ports, links) without touching the system.
+/// id, network, address, ports, links) without touching the system.
 pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
     ensure!(
         !opts.cmd.is_empty(),
@@ -183,41 +189,207 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
         !net::netns_exists(&name),
         "a network namespace named {name:?} already exists (see `ip netns list`)"
     );
-    let links = plan_links(state, &opts.links)?;
-    let (ports, exposed) = plan_ports(state, opts)?;
-    let used: Vec<Ipv4Addr> = state.containers.values().map(|c| c.ip).collect();
-    let ip = ipam::allocate_in(
-        state.bip,
-        state.fixed_cidr.map(|f| (f.addr, f.prefix)),
-        &used,
-    )?;
-    let mac = ipam::mac_for(ip);
-    let veth = format!("veth{}", &id[..7]);
-    let c = Container {
+    let network = opts.network.clone().unwrap_or_else(|| "bridge".into());
+    let dns: Vec<Ipv4Addr> = opts
+        .dns
+        .iter()
+        .map(|d| {
+            d.parse()
+                .with_context(|| format!("--dns {d:?} is not an IPv4 address"))
+        })
+        .collect::<Result<_>>()?;
+    let add_hosts: Vec<(String, Ipv4Addr)> = opts
+        .add_hosts
+        .iter()
+        .map(|h| {
+            let (n, ip) = h
+                .split_once(':')
+                .with_context(|| format!("--add-host {h:?}: expected NAME:IP"))?;
+            ensure!(!n.is_empty(), "--add-host {h:?}: empty name");
+            Ok((
+                n.to_string(),
+                ip.parse()
+                    .with_context(|| format!("--add-host {h:?}: {ip:?} is not an IPv4 address"))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(h) = &opts.hostname {
+        let ok = !h.is_empty()
+            && h.len() <= 63
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && !h.starts_with('-');
+        ensure!(
+            ok,
+            "invalid --hostname {h:?}: use letters, digits, '-' and '.' (at most 63)"
+        );
+    }
+    let mut c = Container {
         name: name.clone(),
-        id,
-        ip,
-        mac: ipam::mac_string(mac),
-        veth: veth.clone(),
-        ports,
-        exposed,
+        id: id.clone(),
+        ip: Ipv4Addr::UNSPECIFIED,
+        mac: String::new(),
+        veth: String::new(),
+        ports: Vec::new(),
+        exposed: Vec::new(),
         cmd: opts.cmd.clone(),
         pid: None,
         created: now_rfc3339(),
-        env: link_env(state, &name, &links),
-        links,
+        env: Vec::new(),
+        links: Vec::new(),
         phase: Phase::Creating,
+        network: network.clone(),
+        aliases: opts.aliases.clone(),
+        extra: Vec::new(),
+        hostname: opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id[..12].to_string()),
+        dns,
+        add_hosts,
     };
+    let no_ports = opts.publish.is_empty() && !opts.publish_all;
+    match network.as_str() {
+        "host" => {
+            // Docker: published ports are discarded in host mode (with a warning).
+            if !no_ports {
+                eprintln!("WARNING: published ports are discarded when using host network mode");
+            }
+            ensure!(
+                opts.ip.is_none() && opts.aliases.is_empty(),
+                "--ip and --network-alias need a bridge network, not host"
+            );
+            ensure!(
+                opts.links.is_empty(),
+                "--link needs a bridge network, not host"
+            );
+            c.hostname = fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            return Ok(c);
+        }
+        "none" => {
+            ensure!(
+                no_ports,
+                "--network none: a container without a network cannot publish ports"
+            );
+            ensure!(
+                opts.ip.is_none() && opts.aliases.is_empty() && opts.links.is_empty(),
+                "--ip, --network-alias and --link need a bridge network, not none"
+            );
+            return Ok(c);
+        }
+        n if n.starts_with("container:") => {
+            let target = &n["container:".len()..];
+            let t = state
+                .containers
+                .get(target)
+                .with_context(|| format!("--network {n}: no such container: {target}"))?;
+            ensure!(
+                t.owns_netns(),
+                "--network {n}: {target} has no network namespace of its own (mode {})",
+                t.network
+            );
+            ensure!(
+                no_ports,
+                "conflicting options: port publishing and the container type network mode"
+            );
+            ensure!(
+                opts.hostname.is_none(),
+                "conflicting options: hostname and the container type network mode"
+            );
+            ensure!(
+                opts.ip.is_none() && opts.aliases.is_empty() && opts.links.is_empty(),
+                "--ip, --network-alias and --link conflict with the container type network mode"
+            );
+            c.hostname = t.hostname.clone();
+            return Ok(c);
+        }
+        _ => {}
+    }
+    let view = state
+        .net(&network)
+        .with_context(|| format!("network {network} not found"))?;
+    ensure!(
+        view.user_defined || opts.aliases.is_empty(),
+        "--network-alias is only supported on user-defined networks"
+    );
+    let links = plan_links(state, &opts.links)?;
+    let (ports, exposed) = plan_ports(state, opts)?;
+    let used: Vec<Ipv4Addr> = state.members(&network).into_iter().map(|m| m.0).collect();
+    if opts.ip.is_some() {
+        ensure!(
+            view.user_defined,
+            "--ip: user specified IP address is supported on user defined networks only"
+        );
+    }
+    let ip = choose_ip(&view, opts.ip.as_deref(), &used)?;
+    c.ip = ip;
+    c.mac = ipam::mac_string(ipam::mac_for(ip));
+    c.veth = format!("veth{}", &id[..7]);
+    c.ports = ports;
+    c.exposed = exposed;
+    c.env = link_env(state, &name, &links);
+    c.links = links;
     Ok(c)
+}
+
+/// A requested address (checked) or the next free one of the network.
+pub fn choose_ip(
+    view: &crate::state::NetView,
+    requested: Option<&str>,
+    used: &[Ipv4Addr],
+) -> Result<Ipv4Addr> {
+    match requested {
+        None => ipam::allocate_in(view.subnet, view.range, used),
+        Some(r) => {
+            let ip: Ipv4Addr = r
+                .parse()
+                .with_context(|| format!("--ip {r:?} is not an IPv4 address"))?;
+            let s = view.subnet;
+            ensure!(
+                s.contains(ip),
+                "--ip {ip} is outside network {}'s subnet {}/{}",
+                view.name,
+                s.network(),
+                s.prefix
+            );
+            ensure!(
+                ip != s.addr && ip != s.network() && ip != s.broadcast(),
+                "--ip {ip} is the gateway, network or broadcast address"
+            );
+            ensure!(
+                !used.contains(&ip),
+                "--ip {ip} is already in use on network {}",
+                view.name
+            );
+            Ok(ip)
+        }
+    }
 }
 
 /// Builds a planned container: namespace, veth, addresses, attachment, map
 /// entries, link allowances, hosts file. Rolls back on failure.
 pub fn build(paths: &Paths, state: &State, c: &Container) -> Result<()> {
-    let mac = ipam::mac_for(c.ip);
+    if !c.owns_netns() {
+        return Ok(());
+    }
     transaction(|undo| {
-        plumb(paths, state, c, mac, undo)?;
-        allow_links(paths, state, c, undo)?;
+        if c.on_bridge() {
+            let view = state
+                .net(&c.network)
+                .with_context(|| format!("network {} not found", c.network))?;
+            plumb(paths, &view, c, undo)?;
+            allow_links(paths, state, c, undo)?;
+        } else {
+            let name = c.name.clone();
+            net::ip(&["netns", "add", &name])?;
+            undo.push("delete netns", move || {
+                net::ip(&["netns", "del", &name]).map(|_| ())
+            });
+            net::ip(&["-n", &c.name, "link", "set", "lo", "up"])?;
+        }
         write_hosts(state, c, undo)
     })
 }
@@ -344,6 +516,46 @@ pub fn hosts_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new("/etc/netns").join(name).join("hosts")
 }
 
+/// The container's /etc/hosts: itself, its links, `--add-host` entries and,
+/// on user-defined networks, every container of those networks by name and
+/// alias (Docker's embedded DNS, as a hosts file kept in sync).
+fn hosts_text(state: &State, c: &Container) -> String {
+    let mut text =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if c.on_bridge() {
+        text.push_str(&format!("{}\t{} {}\n", c.ip, c.hostname, c.name));
+    } else {
+        text.push_str(&format!("127.0.1.1\t{} {}\n", c.hostname, c.name));
+    }
+    for (target, alias) in &c.links {
+        if let Some(t) = state.containers.get(target) {
+            if alias == target {
+                text.push_str(&format!("{}\t{target}\n", t.ip));
+            } else {
+                text.push_str(&format!("{}\t{alias} {target}\n", t.ip));
+            }
+        }
+    }
+    let mut nets: Vec<&str> = vec![c.network.as_str()];
+    nets.extend(c.extra.iter().map(|a| a.network.as_str()));
+    for n in nets {
+        if !state.networks.contains_key(n) {
+            continue;
+        }
+        for (ip, name, aliases) in state.members(n) {
+            if name != c.name {
+                text.push_str(
+                    &format!("{ip}\t{name} {}\n", aliases.join(" ")).replace(" \n", "\n"),
+                );
+            }
+        }
+    }
+    for (h, ip) in &c.add_hosts {
+        text.push_str(&format!("{ip}\t{h}\n"));
+    }
+    text
+}
+
 fn write_hosts(state: &State, c: &Container, undo: &mut Undo) -> Result<()> {
     let path = hosts_path(&c.name);
     let dir = path
@@ -355,88 +567,67 @@ fn write_hosts(state: &State, c: &Container, undo: &mut Undo) -> Result<()> {
     undo.push("remove hosts file", move || {
         fs::remove_dir_all(&d).context("removing hosts dir")
     });
-    // The container shares the machine's hostname (no UTS namespace): map it
-    // to the container's address, as Docker maps a container's hostname, so
-    // that resolving it never leaves the container.
-    let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let mut text = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{} {}\n",
-        c.ip,
-        c.name,
-        hostname.trim()
-    );
-    for (target, alias) in &c.links {
-        if let Some(t) = state.containers.get(target) {
-            if alias == target {
-                text.push_str(&format!("{}\t{target}\n", t.ip));
-            } else {
-                text.push_str(&format!("{}\t{alias} {target}\n", t.ip));
-            }
-        }
-    }
-    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    if !state.dns.is_empty() {
+    // Written in place (never renamed over): the running command sees this
+    // very inode through its bind mount.
+    fs::write(&path, hosts_text(state, c))
+        .with_context(|| format!("writing {}", path.display()))?;
+    let dns = if c.dns.is_empty() { &state.dns } else { &c.dns };
+    if !dns.is_empty() {
         let resolv = dir.join("resolv.conf");
-        let text: String = state
-            .dns
-            .iter()
-            .map(|d| format!("nameserver {d}\n"))
-            .collect();
+        let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
         fs::write(&resolv, text).with_context(|| format!("writing {}", resolv.display()))?;
     }
     Ok(())
 }
 
-fn plumb(paths: &Paths, state: &State, c: &Container, mac: [u8; 6], undo: &mut Undo) -> Result<()> {
-    let (name, veth) = (c.name.clone(), c.veth.clone());
+/// Rewrites the hosts file of every container on a user-defined network, so
+/// names and aliases resolve as containers come and go.
+pub fn sync_hosts(state: &State) {
+    for c in state
+        .containers
+        .values()
+        .filter(|c| c.owns_netns() && c.phase == Phase::Ready)
+    {
+        let on_user_net = state.networks.contains_key(&c.network)
+            || c.extra
+                .iter()
+                .any(|a| state.networks.contains_key(&a.network));
+        let path = hosts_path(&c.name);
+        if on_user_net
+            && path.exists()
+            && let Err(e) = fs::write(&path, hosts_text(state, c))
+        {
+            log::warn!("updating {}: {e}", path.display());
+        }
+    }
+}
+
+fn plumb(
+    paths: &Paths,
+    view: &crate::state::NetView,
+    c: &Container,
+    undo: &mut Undo,
+) -> Result<()> {
+    let name = c.name.clone();
     net::ip(&["netns", "add", &name])?;
     undo.push("delete netns", move || {
         net::ip(&["netns", "del", &name]).map(|_| ())
     });
-    net::ip(&[
-        "link", "add", &c.veth, "type", "veth", "peer", "name", "eth0", "netns", &c.name,
-    ])?;
-    let v = veth.clone();
-    undo.push("delete veth", move || {
-        net::ip(&["link", "del", &v]).map(|_| ())
-    });
-    net::ip(&["link", "set", &c.veth, "master", &state.bridge, "up"])?;
-    let n = c.name.as_str();
-    let cidr = format!("{}/{}", c.ip, state.bip.prefix);
-    net::ip(&["-n", n, "link", "set", "eth0", "address", &c.mac])?;
-    net::ip(&["-n", n, "addr", "add", &cidr, "dev", "eth0"])?;
-    net::ip(&["-n", n, "link", "set", "eth0", "up"])?;
-    net::ip(&["-n", n, "link", "set", "lo", "up"])?;
-    if let Some(mtu) = state.mtu {
-        net::ip(&["link", "set", &c.veth, "mtu", &mtu.to_string()])?;
-        net::ip(&["-n", n, "link", "set", "eth0", "mtu", &mtu.to_string()])?;
-    }
-    let gw = state.default_gateway.unwrap_or(state.bip.addr).to_string();
-    net::ip(&["-n", n, "route", "add", "default", "via", &gw])?;
-    attach_endpoint(paths, c, mac, undo)
-}
-
-/// The container's attachment and map entries (also used to reconcile).
-fn attach_endpoint(paths: &Paths, c: &Container, mac: [u8; 6], undo: &mut Undo) -> Result<()> {
-    let link = format!("veth-{}", c.name);
-    if loader::attach_tc(paths, loader::VETH_PROG, &c.veth, &link)? {
-        let p = paths.clone();
-        undo.push("detach veth program", move || loader::detach(&p, &link));
-    }
-    let ifindex = net::ifindex(&c.veth)?;
-    loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS)?
-        .insert(
-            addr_key(c.ip.octets()),
-            Endpoint::new(ifindex, mac, maps::NETWORK_BRIDGE),
-            0,
-        )
-        .with_context(|| format!("recording endpoint {}", c.ip))?;
-    let (p, ip) = (paths.clone(), c.ip);
-    undo.push("remove endpoint", move || {
-        loader::hash::<u32, Endpoint>(&p, maps::ENDPOINTS)?
-            .remove(&addr_key(ip.octets()))
-            .map_err(Into::into)
-    });
+    net::ip(&["-n", &c.name, "link", "set", "lo", "up"])?;
+    let a = crate::state::Attachment {
+        network: c.network.clone(),
+        ip: c.ip,
+        mac: c.mac.clone(),
+        veth: c.veth.clone(),
+        ifname: "eth0".into(),
+        aliases: c.aliases.clone(),
+        endpoint_id: c.id.clone(),
+    };
+    attach_interface(paths, &c.name, view, &a)?;
+    let (p, n, a2) = (paths.clone(), c.name.clone(), a.clone());
+    undo.push("detach interface", move || detach_interface(&p, &n, &a2));
+    let gw = view.gateway.to_string();
+    net::ip(&["-n", &c.name, "route", "add", "default", "via", &gw])?;
     for m in &c.ports {
         publish(paths, m, c.ip)?;
         let (p, m, ip) = (paths.clone(), m.clone(), c.ip);
@@ -445,7 +636,100 @@ fn attach_endpoint(paths: &Paths, c: &Container, mac: [u8; 6], undo: &mut Undo) 
     Ok(())
 }
 
-fn now_rfc3339() -> String {
+/// One interface of a container on a bridge network: veth pair, address,
+/// MTU, the veth program and the ENDPOINTS entry. Rolls back on failure.
+pub fn attach_interface(
+    paths: &Paths,
+    ns: &str,
+    view: &crate::state::NetView,
+    a: &crate::state::Attachment,
+) -> Result<()> {
+    transaction(|undo| {
+        net::ip(&[
+            "link", "add", &a.veth, "type", "veth", "peer", "name", &a.ifname, "netns", ns,
+        ])?;
+        let v = a.veth.clone();
+        undo.push("delete veth", move || {
+            net::ip(&["link", "del", &v]).map(|_| ())
+        });
+        net::ip(&["link", "set", &a.veth, "master", &view.bridge, "up"])?;
+        let cidr = format!("{}/{}", a.ip, view.subnet.prefix);
+        net::ip(&["-n", ns, "link", "set", &a.ifname, "address", &a.mac])?;
+        net::ip(&["-n", ns, "addr", "add", &cidr, "dev", &a.ifname])?;
+        if let Some(mtu) = view.mtu {
+            net::ip(&["link", "set", &a.veth, "mtu", &mtu.to_string()])?;
+            net::ip(&["-n", ns, "link", "set", &a.ifname, "mtu", &mtu.to_string()])?;
+        }
+        net::ip(&["-n", ns, "link", "set", &a.ifname, "up"])?;
+        endpoint_entry(paths, a, view.net_id, undo)
+    })
+}
+
+/// Removes one interface: its map entry, conntrack, program link and veth.
+pub fn detach_interface(paths: &Paths, _ns: &str, a: &crate::state::Attachment) -> Result<()> {
+    let mut errors = Vec::new();
+    if paths.map_pin(maps::ENDPOINTS).exists() {
+        if let Err(e) = loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS).and_then(|mut m| {
+            match m.remove(&addr_key(a.ip.octets())) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(err) => Err(err).context("removing endpoint"),
+            }
+        }) {
+            errors.push(format!("{e:#}"));
+        }
+        let _ = purge_conntrack(paths, a.ip);
+        let _ = purge_allow(paths, a.ip);
+    }
+    if let Err(e) = loader::detach(paths, &format!("veth-{}", a.veth)) {
+        errors.push(format!("{e:#}"));
+    }
+    if net::link_exists(&a.veth)
+        && let Err(e) = net::ip(&["link", "del", &a.veth])
+    {
+        errors.push(format!("{e:#}"));
+    }
+    ensure!(
+        errors.is_empty(),
+        "removing interface {} ({}): {}",
+        a.ifname,
+        a.ip,
+        errors.join("; ")
+    );
+    Ok(())
+}
+
+/// The veth program link and the ENDPOINTS entry of one interface (also
+/// used to reconcile after a wipe).
+fn endpoint_entry(
+    paths: &Paths,
+    a: &crate::state::Attachment,
+    net_id: u32,
+    undo: &mut Undo,
+) -> Result<()> {
+    let link = format!("veth-{}", a.veth);
+    if loader::attach_tc(paths, loader::VETH_PROG, &a.veth, &link)? {
+        let p = paths.clone();
+        undo.push("detach veth program", move || loader::detach(&p, &link));
+    }
+    let ifindex = net::ifindex(&a.veth)?;
+    let mac = ipam::mac_for(a.ip);
+    loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS)?
+        .insert(
+            addr_key(a.ip.octets()),
+            Endpoint::new(ifindex, mac, net_id),
+            0,
+        )
+        .with_context(|| format!("recording endpoint {}", a.ip))?;
+    let (p, ip) = (paths.clone(), a.ip);
+    undo.push("remove endpoint", move || {
+        loader::hash::<u32, Endpoint>(&p, maps::ENDPOINTS)?
+            .remove(&addr_key(ip.octets()))
+            .map_err(Into::into)
+    });
+    Ok(())
+}
+
+pub fn now_rfc3339() -> String {
     let out = Command::new("date")
         .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
         .output();
@@ -456,15 +740,27 @@ fn now_rfc3339() -> String {
 /// Starts the container's command inside its namespace. Detached processes
 /// get their own session and log to `<root>/logs/<name>.log`.
 pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process::Child> {
-    let ns = File::open(format!("/run/netns/{}", c.name))
-        .with_context(|| format!("opening netns {}", c.name))?;
-    let fd = ns.as_raw_fd();
+    // The namespace to join: its own, the target's (container:NAME), or none (host).
+    let ns_name = match c.network.strip_prefix("container:") {
+        Some(t) => Some(t.to_string()),
+        None if c.network == "host" => None,
+        None => Some(c.name.clone()),
+    };
+    let ns = match &ns_name {
+        Some(n) => Some(
+            File::open(format!("/run/netns/{n}")).with_context(|| format!("opening netns {n}"))?,
+        ),
+        None => None,
+    };
+    let fd = ns.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+    let hostname = std::ffi::CString::new(c.hostname.clone()).context("hostname")?;
+    let own_uts = c.owns_netns();
     let mut cmd = Command::new(&c.cmd[0]);
     cmd.args(&c.cmd[1..]);
     cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
     // `ip netns exec` semantics: /etc/netns/<name>/FILE is bind-mounted over /etc/FILE.
     let mut binds: Vec<(std::ffi::CString, std::ffi::CString)> = Vec::new();
-    let etc = hosts_path(&c.name)
+    let etc = hosts_path(ns_name.as_deref().unwrap_or("-"))
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
@@ -493,8 +789,16 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+            if fd >= 0 && libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if own_uts {
+                // Its own hostname, as a Docker container has.
+                if libc::unshare(libc::CLONE_NEWUTS) != 0
+                    || libc::sethostname(hostname.as_ptr(), hostname.as_bytes().len()) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             if detach {
                 libc::setsid();
@@ -559,52 +863,90 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
             errors.push(format!("{e:#}"));
         }
     };
-    note(kill_all(&c.name));
+    if c.owns_netns() {
+        // Containers that joined this one's namespace keep running (without a network).
+        let joined: Vec<u32> = state
+            .containers
+            .values()
+            .filter(|o| o.network == format!("container:{name}"))
+            .filter_map(|o| o.pid)
+            .collect();
+        note(kill_all(&c.name, &joined));
+    } else if let Some(pid) = c.pid {
+        note(kill_session(pid));
+    }
     // After a wipe of the kernel side there are no maps left to clean.
     let maps_present = paths.map_pin(maps::PORTS).exists();
     for m in c.ports.iter().filter(|_| maps_present) {
         note(unpublish(paths, m, c.ip));
     }
-    if maps_present {
-        note(
-            loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS).and_then(|mut e| {
-                match e.remove(&addr_key(c.ip.octets())) {
-                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                    Err(err) => Err(err).context("removing endpoint"),
-                }
-            }),
-        );
-        note(purge_conntrack(paths, c.ip).map(|_| ()));
-        note(purge_allow(paths, c.ip));
+    if c.on_bridge() {
+        let primary = crate::state::Attachment {
+            network: c.network.clone(),
+            ip: c.ip,
+            mac: c.mac.clone(),
+            veth: c.veth.clone(),
+            ifname: "eth0".into(),
+            aliases: c.aliases.clone(),
+            endpoint_id: c.id.clone(),
+        };
+        for a in std::iter::once(&primary).chain(c.extra.iter()) {
+            note(detach_interface(paths, &c.name, a));
+        }
     }
-    let hosts_dir = hosts_path(&c.name)
-        .parent()
-        .map(std::path::Path::to_path_buf);
-    if let Some(d) = hosts_dir.filter(|d| d.exists()) {
-        note(fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display())));
-    }
-    note(loader::detach(paths, &format!("veth-{}", c.name)));
-    if net::link_exists(&c.veth) {
-        note(net::ip(&["link", "del", &c.veth]).map(|_| ()));
-    }
-    if net::netns_exists(&c.name) {
-        note(net::ip(&["netns", "del", &c.name]).map(|_| ()));
+    if c.owns_netns() {
+        let hosts_dir = hosts_path(&c.name)
+            .parent()
+            .map(std::path::Path::to_path_buf);
+        if let Some(d) = hosts_dir.filter(|d| d.exists()) {
+            note(fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display())));
+        }
+        if net::netns_exists(&c.name) {
+            note(net::ip(&["netns", "del", &c.name]).map(|_| ()));
+        }
     }
     state.containers.remove(name);
+    sync_hosts(state);
     if !errors.is_empty() {
         bail!("removing container {name}: {}", errors.join("; "));
     }
     Ok(())
 }
 
-/// SIGKILLs every process in namespace `name` and waits (bounded) until none is left.
-fn kill_all(name: &str) -> Result<()> {
+/// The session id of a process (field 6 of /proc/PID/stat).
+fn session_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// SIGKILLs the session led by `pid` (a container without a namespace of its own).
+fn kill_session(pid: u32) -> Result<()> {
+    // SAFETY: kill(2) on the process group of a process cnet started in its own session,
+    // and on the process itself for foreground ones.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    Ok(())
+}
+
+/// SIGKILLs every process in namespace `name` (but those in the sessions of
+/// `spare`, containers that joined it) and waits (bounded) until they are gone.
+fn kill_all(name: &str, spare: &[u32]) -> Result<()> {
     if !net::netns_exists(name) {
         return Ok(());
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let pids = net::netns_pids(name);
+        let pids: Vec<u32> = net::netns_pids(name)
+            .into_iter()
+            .filter(|p| !spare.contains(p) && !session_of(*p).is_some_and(|s| spare.contains(&s)))
+            .collect();
         if pids.is_empty() {
             return Ok(());
         }
@@ -680,15 +1022,35 @@ pub fn reconcile(paths: &Paths, state: &mut State) -> Result<()> {
         let Some(c) = state.containers.get(&name).cloned() else {
             continue;
         };
+        if !c.on_bridge() {
+            continue;
+        }
         if !net::netns_exists(&name) || !net::link_exists(&c.veth) {
             log::warn!("container {name} lost its namespace or veth: removing it");
             let _ = teardown(paths, state, &name);
             continue;
         }
-        let mac = ipam::mac_for(c.ip);
         let view = state.clone();
         transaction(|undo| {
-            attach_endpoint(paths, &c, mac, undo)?;
+            let primary = crate::state::Attachment {
+                network: c.network.clone(),
+                ip: c.ip,
+                mac: c.mac.clone(),
+                veth: c.veth.clone(),
+                ifname: "eth0".into(),
+                aliases: c.aliases.clone(),
+                endpoint_id: c.id.clone(),
+            };
+            for a in std::iter::once(&primary).chain(c.extra.iter()) {
+                let net_id = view
+                    .net(&a.network)
+                    .map(|v| v.net_id)
+                    .with_context(|| format!("network {} not found", a.network))?;
+                endpoint_entry(paths, a, net_id, undo)?;
+            }
+            for m in &c.ports {
+                publish(paths, m, c.ip)?;
+            }
             allow_links(paths, &view, &c, undo)
         })
         .with_context(|| format!("restoring container {name}"))?;

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod ipam;
 pub mod loader;
 pub mod net;
+pub mod network;
 pub mod portspec;
 pub mod show;
 pub mod state;
@@ -47,6 +48,7 @@ pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<
             let _ = container::teardown(paths, &mut st, &name);
             return Err(e);
         }
+        container::sync_hosts(&st);
         (name, child)
     };
     if detach {
@@ -79,7 +81,9 @@ pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<
 pub fn open(paths: &Paths) -> Result<(Lock, state::State)> {
     let lock = Lock::take(paths)?;
     let mut st = state::load_up(paths)?;
-    if container::recover(paths, &mut st) {
+    let c = container::recover(paths, &mut st);
+    let n = network::recover(paths, &mut st);
+    if c || n {
         state::save(paths, &st)?;
     }
     Ok((lock, st))

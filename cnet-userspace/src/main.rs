@@ -74,6 +74,24 @@ enum Cmd {
         /// Link to another container: NAME[:ALIAS] (resolvable, and allowed under icc=false).
         #[arg(long = "link")]
         links: Vec<String>,
+        /// bridge (default), host, none, container:NAME, or a user-defined network.
+        #[arg(long = "network", alias = "net")]
+        network: Option<String>,
+        /// A fixed address on a user-defined network.
+        #[arg(long)]
+        ip: Option<String>,
+        /// The container's hostname (default: the first 12 characters of its id).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Nameserver for the container (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// An extra /etc/hosts entry NAME:IP (repeatable).
+        #[arg(long = "add-host")]
+        add_hosts: Vec<String>,
+        /// Another name on a user-defined network (repeatable).
+        #[arg(long = "network-alias")]
+        aliases: Vec<String>,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
@@ -110,6 +128,119 @@ enum Cmd {
     /// Allow/drop rules, applied live by XDP (from outside) and TC (from containers).
     #[command(subcommand)]
     Filter(FilterCmd),
+    /// User-defined bridge networks, as `docker network`.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+}
+
+#[derive(Subcommand)]
+enum NetworkCmd {
+    /// Create a bridge network.
+    Create {
+        #[arg(short = 'd', long)]
+        driver: Option<String>,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long = "ip-range")]
+        ip_range: Option<String>,
+        /// No traffic in or out of the network.
+        #[arg(long)]
+        internal: bool,
+        /// Driver option KEY=VALUE (com.docker.network.bridge.name, ...enable_icc,
+        /// ...enable_ip_masquerade, com.docker.network.driver.mtu).
+        #[arg(short = 'o', long = "opt")]
+        options: Vec<String>,
+        name: String,
+    },
+    /// List networks (the built-in bridge, host and none too).
+    Ls,
+    /// Show networks as JSON, in Docker's shape.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks without containers.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every user-defined network without containers.
+    Prune,
+    /// Connect a container to a further network (eth1, eth2...).
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network it was connected to.
+    Disconnect { network: String, container: String },
+}
+
+fn network_cmd(paths: &Paths, cmd: NetworkCmd) -> Result<()> {
+    use cnet::network;
+    match cmd {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            internal,
+            options,
+            name,
+        } => {
+            let id = network::create(
+                paths,
+                &network::CreateOptions {
+                    name,
+                    driver,
+                    subnet,
+                    gateway,
+                    ip_range,
+                    internal,
+                    options,
+                },
+            )?;
+            println!("{id}");
+        }
+        NetworkCmd::Ls => print!("{}", network::ls(&state::load_up(paths)?)),
+        NetworkCmd::Inspect { names } => {
+            let st = state::load_up(paths)?;
+            let v: Vec<serde_json::Value> = names
+                .iter()
+                .map(|n| network::inspect(&st, n))
+                .collect::<Result<_>>()?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        NetworkCmd::Rm { names } => {
+            network::rm(paths, &names)?;
+            for n in names {
+                println!("{n}");
+            }
+        }
+        NetworkCmd::Prune => {
+            for n in network::prune(paths)? {
+                println!("{n}");
+            }
+        }
+        NetworkCmd::Connect {
+            ip,
+            aliases,
+            network: net,
+            container,
+        } => {
+            network::connect(paths, &net, &container, ip.as_deref(), &aliases)?;
+        }
+        NetworkCmd::Disconnect {
+            network: net,
+            container,
+        } => network::disconnect(paths, &net, &container)?,
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -184,21 +315,31 @@ fn dispatch(cli: Cli) -> Result<i32> {
             expose,
             publish_all,
             links,
+            network,
+            ip,
+            hostname,
+            dns,
+            add_hosts,
+            aliases,
             cmd,
         } => {
-            return cnet::run(
-                &paths,
-                &RunOptions {
-                    name,
-                    publish,
-                    expose,
-                    publish_all,
-                    links,
-                    cmd,
-                },
-                detach,
-            );
+            let opts = RunOptions {
+                name,
+                publish,
+                expose,
+                publish_all,
+                links,
+                network,
+                ip,
+                hostname,
+                dns,
+                add_hosts,
+                aliases,
+                cmd,
+            };
+            return cnet::run(&paths, &opts, detach);
         }
+        Cmd::Network(n) => network_cmd(&paths, n)?,
         Cmd::Rm { force, names } => {
             cnet::rm(&paths, &names, force)?;
             for n in names {

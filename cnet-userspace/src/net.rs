@@ -155,3 +155,20 @@ pub fn netns_pids(name: &str) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// Every IPv4 address with its prefix in this namespace (loopback excluded).
+pub fn addr_cidrs() -> Result<Vec<crate::ipam::Cidr>> {
+    let mut out = Vec::new();
+    for link in ip_json(&["-4", "addr", "show"])? {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            let ip: Option<Ipv4Addr> = a["local"].as_str().and_then(|s| s.parse().ok());
+            let prefix = a["prefixlen"].as_u64().map(|p| p as u8);
+            if let (Some(ip), Some(prefix)) = (ip, prefix)
+                && !ip.is_loopback()
+            {
+                out.push(crate::ipam::Cidr { addr: ip, prefix });
+            }
+        }
+    }
+    Ok(out)
+}

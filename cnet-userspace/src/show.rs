@@ -77,30 +77,59 @@ pub fn inspect(state: &State, c: &Container) -> Value {
         .iter()
         .map(|(p, proto)| (format!("{p}/{proto}"), json!({})))
         .collect();
-    let gateway = state.bip.addr.to_string();
-    let endpoint = json!({
-        "IPAddress": c.ip.to_string(),
-        "IPPrefixLen": state.bip.prefix,
-        "Gateway": gateway,
-        "MacAddress": c.mac,
-        "NetworkID": "bridge",
-        "EndpointID": c.id,
-        "Aliases": Value::Null,
-    });
+    let mut networks = serde_json::Map::new();
+    let mut primary = json!({});
+    if c.on_bridge() {
+        let view = state.net(&c.network);
+        let nid = network_id(state, &c.network);
+        primary = json!({
+            "IPAddress": c.ip.to_string(),
+            "IPPrefixLen": view.as_ref().map(|v| v.subnet.prefix).unwrap_or(0),
+            "Gateway": view.as_ref().map(|v| v.gateway.to_string()).unwrap_or_default(),
+            "MacAddress": c.mac,
+            "NetworkID": nid,
+            "EndpointID": c.id,
+            "Aliases": if view.as_ref().is_some_and(|v| v.user_defined) { json!(aliases(c, &c.aliases)) } else { Value::Null },
+        });
+        networks.insert(c.network.clone(), primary.clone());
+        for a in &c.extra {
+            let v = state.net(&a.network);
+            networks.insert(
+                a.network.clone(),
+                json!({
+                    "IPAddress": a.ip.to_string(),
+                    "IPPrefixLen": v.as_ref().map(|v| v.subnet.prefix).unwrap_or(0),
+                    "Gateway": v.as_ref().map(|v| v.gateway.to_string()).unwrap_or_default(),
+                    "MacAddress": a.mac,
+                    "NetworkID": network_id(state, &a.network),
+                    "EndpointID": a.endpoint_id,
+                    "Aliases": json!(aliases(c, &a.aliases)),
+                }),
+            );
+        }
+    } else if c.network == "host" || c.network == "none" {
+        networks.insert(
+            c.network.clone(),
+            json!({"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "NetworkID": network_id(state, &c.network), "EndpointID": c.id, "Aliases": Value::Null}),
+        );
+    }
+    let field = |k: &str| primary.get(k).cloned().unwrap_or(json!(""));
     json!({
         "Id": c.id,
         "Name": format!("/{}", c.name),
         "Created": c.created,
         "State": {"Running": c.running(), "Pid": c.pid.unwrap_or(0)},
-        "Config": {"Cmd": c.cmd, "ExposedPorts": exposed},
+        "Config": {"Cmd": c.cmd, "ExposedPorts": exposed, "Hostname": c.hostname},
+        "HostConfig": {"NetworkMode": c.network, "Dns": c.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                       "ExtraHosts": c.add_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>()},
         "NetworkSettings": {
             "Ports": ports,
-            "IPAddress": c.ip.to_string(),
-            "IPPrefixLen": state.bip.prefix,
-            "Gateway": gateway,
-            "MacAddress": c.mac,
-            "SandboxKey": format!("/run/netns/{}", c.name),
-            "Networks": {"bridge": endpoint},
+            "IPAddress": field("IPAddress"),
+            "IPPrefixLen": primary.get("IPPrefixLen").cloned().unwrap_or(json!(0)),
+            "Gateway": field("Gateway"),
+            "MacAddress": field("MacAddress"),
+            "SandboxKey": if c.owns_netns() { format!("/run/netns/{}", c.name) } else { String::new() },
+            "Networks": networks,
         }
     })
 }
@@ -136,4 +165,18 @@ pub fn port(c: &Container, filter: Option<&str>) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+fn network_id(state: &State, name: &str) -> String {
+    crate::network::inspect(state, name)
+        .ok()
+        .and_then(|v| v["Id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Docker lists a container's aliases on a user-defined network with its short id.
+fn aliases(c: &Container, extra: &[String]) -> Vec<String> {
+    let mut v = extra.to_vec();
+    v.push(c.id[..12].to_string());
+    v
 }

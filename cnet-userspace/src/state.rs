@@ -90,6 +90,9 @@ pub struct State {
     /// daemon.json's `default-address-pools`.
     #[serde(default)]
     pub pools: Vec<crate::config::Pool>,
+    /// User-defined networks.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Network>,
 }
 
 fn yes() -> bool {
@@ -140,6 +143,118 @@ pub struct Container {
     /// finish what a killed one left half-done.
     #[serde(default)]
     pub phase: Phase,
+    /// `bridge` (default), a user-defined network, `host`, `none` or `container:NAME`.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// `--network-alias`: extra names on a user-defined network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Further networks joined with `cnet network connect` (eth1, eth2...).
+    #[serde(default)]
+    pub extra: Vec<Attachment>,
+    /// The container's own hostname (its UTS namespace).
+    #[serde(default)]
+    pub hostname: String,
+    /// `--dns`: nameservers (default: daemon.json's).
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// `--add-host NAME:IP`.
+    #[serde(default)]
+    pub add_hosts: Vec<(String, Ipv4Addr)>,
+}
+
+fn default_network() -> String {
+    "bridge".into()
+}
+
+/// A further interface of a container on another network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub veth: String,
+    /// Interface name inside the container (eth1...).
+    pub ifname: String,
+    pub aliases: Vec<String>,
+    pub endpoint_id: String,
+}
+
+/// A user-defined bridge network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    /// Id in the datapath maps (the default `bridge` network is 1).
+    pub net_id: u32,
+    pub bridge: String,
+    /// Gateway address and prefix.
+    pub subnet: Cidr,
+    pub ip_range: Option<Cidr0>,
+    pub internal: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub mtu: Option<u32>,
+    pub options: BTreeMap<String, String>,
+    pub created: String,
+    #[serde(default)]
+    pub phase: Phase,
+}
+
+/// What container code needs to know about the network it joins.
+#[derive(Clone, Debug)]
+pub struct NetView {
+    pub name: String,
+    pub net_id: u32,
+    pub bridge: String,
+    pub subnet: Cidr,
+    pub range: Option<(Ipv4Addr, u8)>,
+    pub gateway: Ipv4Addr,
+    pub mtu: Option<u32>,
+    pub user_defined: bool,
+}
+
+impl State {
+    /// The bridge network `name` (`bridge` or user-defined).
+    pub fn net(&self, name: &str) -> Option<NetView> {
+        if name == "bridge" {
+            return Some(NetView {
+                name: name.into(),
+                net_id: cnet_common::maps::NETWORK_BRIDGE,
+                bridge: self.bridge.clone(),
+                subnet: self.bip,
+                range: self.fixed_cidr.map(|f| (f.addr, f.prefix)),
+                gateway: self.default_gateway.unwrap_or(self.bip.addr),
+                mtu: self.mtu,
+                user_defined: false,
+            });
+        }
+        let n = self.networks.get(name)?;
+        Some(NetView {
+            name: name.into(),
+            net_id: n.net_id,
+            bridge: n.bridge.clone(),
+            subnet: n.subnet,
+            range: n.ip_range.map(|r| (r.addr, r.prefix)),
+            gateway: n.subnet.addr,
+            mtu: n.mtu,
+            user_defined: true,
+        })
+    }
+
+    /// Every address in use on network `name`, with its owner and aliases.
+    pub fn members(&self, name: &str) -> Vec<(Ipv4Addr, String, Vec<String>)> {
+        let mut v = Vec::new();
+        for c in self.containers.values() {
+            if c.network == name {
+                v.push((c.ip, c.name.clone(), c.aliases.clone()));
+            }
+            for a in c.extra.iter().filter(|a| a.network == name) {
+                v.push((a.ip, c.name.clone(), a.aliases.clone()));
+            }
+        }
+        v
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,9 +267,26 @@ pub enum Phase {
 }
 
 impl Container {
-    /// Whether its process is still alive and still inside its namespace.
+    /// Whether the container has a network namespace of its own (named after it).
+    pub fn owns_netns(&self) -> bool {
+        self.network != "host" && !self.network.starts_with("container:")
+    }
+
+    /// Whether it has an interface on a bridge (its primary `eth0`).
+    pub fn on_bridge(&self) -> bool {
+        self.owns_netns() && self.network != "none"
+    }
+
+    /// Whether its process is still alive (and, with its own namespace, still in it).
     pub fn running(&self) -> bool {
         let Some(pid) = self.pid else { return false };
+        if !self.owns_netns() {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            return stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'));
+        }
         let Ok(ns) = fs::metadata(format!("/proc/{pid}/ns/net")) else {
             return false;
         };

@@ -92,6 +92,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                 dns: Vec::new(),
                 ip_forward: true,
                 pools: Vec::new(),
+                networks: BTreeMap::new(),
             }
         }
     };
@@ -173,6 +174,8 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
         Ok(())
     })?;
     container::recover(paths, &mut state);
+    crate::network::recover(paths, &mut state);
+    crate::network::reconcile(paths, &state)?;
     container::reconcile(paths, &mut state)?;
     crate::filter::sync(paths, &state)?;
     state::save(paths, &state)
@@ -234,6 +237,13 @@ pub fn down(paths: &Paths) -> Result<()> {
     for name in names {
         if let Err(e) = container::teardown(paths, &mut state, &name) {
             errors.push(format!("{name}: {e:#}"));
+        }
+    }
+    for n in state.networks.values() {
+        if net::link_exists(&n.bridge)
+            && let Err(e) = net::ip(&["link", "del", &n.bridge])
+        {
+            errors.push(format!("{e:#}"));
         }
     }
     if net::link_exists(&state.bridge)

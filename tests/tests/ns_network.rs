@@ -1,0 +1,396 @@
+//! Docker-compatible networks and modes with real namespaces and traffic:
+//! user-defined networks (create/ls/inspect/rm/prune/connect/disconnect),
+//! isolation between them, names and aliases, and host/none/container: modes.
+#![allow(clippy::unwrap_used, reason = "tests panic on failure")]
+
+use std::process::Command;
+
+use cnet_tests::{
+    cnet::Instance,
+    netns::{addr, unique_name},
+    traffic::{retry, seen_source, tcp_request},
+};
+
+fn ctr(base: &str) -> String {
+    format!("{base}-{}", unique_name())
+}
+
+fn getent(ns: &str, name: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "getent", "hosts", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn network_lifecycle_and_dockers_json() {
+    let mut inst = Instance::up(1, &[]);
+    let net = ctr("appnet");
+    let id = inst.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.77.0.0/24",
+        "--gateway",
+        "10.77.0.254",
+        "--ip-range",
+        "10.77.0.128/25",
+        "-o",
+        "com.docker.network.bridge.enable_icc=true",
+        &net,
+    ]);
+    assert_eq!(id.trim().len(), 64, "prints the id: {id}");
+    let ls = inst.ok(&["network", "ls"]);
+    for n in ["bridge", "host", "none", net.as_str()] {
+        assert!(
+            ls.lines().any(|l| l.split_whitespace().nth(1) == Some(n)),
+            "{n} listed: {ls}"
+        );
+    }
+    let c = ctr("c");
+    inst.run_server(&c, &["--network", &net], &[80]);
+    let v: serde_json::Value =
+        serde_json::from_str(&inst.ok(&["network", "inspect", &net])).unwrap();
+    let n = &v[0];
+    assert_eq!(n["Name"], net.as_str());
+    assert_eq!(n["Id"], id.trim());
+    assert_eq!(
+        (n["Driver"].as_str(), n["Scope"].as_str()),
+        (Some("bridge"), Some("local"))
+    );
+    assert_eq!(n["IPAM"]["Config"][0]["Subnet"], "10.77.0.0/24");
+    assert_eq!(n["IPAM"]["Config"][0]["Gateway"], "10.77.0.254");
+    assert_eq!(n["IPAM"]["Config"][0]["IPRange"], "10.77.0.128/25");
+    assert_eq!(n["Internal"], false);
+    assert_eq!(n["Options"]["com.docker.network.bridge.enable_icc"], "true");
+    let members = n["Containers"].as_object().unwrap();
+    let m = members.values().next().unwrap();
+    assert_eq!(
+        (m["Name"].as_str(), m["IPv4Address"].as_str()),
+        (Some(c.as_str()), Some("10.77.0.128/24"))
+    );
+    assert_eq!(m["MacAddress"], "02:42:0a:4d:00:80");
+    let ci: serde_json::Value = serde_json::from_str(&inst.ok(&["inspect", &c])).unwrap();
+    let e = &ci[0]["NetworkSettings"]["Networks"][&net];
+    assert_eq!(
+        (
+            e["IPAddress"].as_str(),
+            e["Gateway"].as_str(),
+            e["IPPrefixLen"].as_u64()
+        ),
+        (Some("10.77.0.128"), Some("10.77.0.254"), Some(24))
+    );
+    assert_eq!(e["NetworkID"], id.trim());
+
+    // The outside still reaches it through a published port? (no: none published) -> masquerade out works.
+    let client_srv = cnet_tests::traffic::echo_server(&inst.topo.clients[0], &[9000]);
+    inst.topo.adopt(client_srv);
+    let r = tcp_request(&c, &format!("{}:9000", addr::client(0)), "out").unwrap();
+    assert_eq!(
+        seen_source(&r),
+        addr::host_uplink(0),
+        "user networks are masqueraded too"
+    );
+
+    // Bad input: clear errors, nothing created.
+    for (args, needle) in [
+        (
+            vec!["network", "create", "--subnet", "172.17.9.0/24", "x1"],
+            "overlaps",
+        ),
+        (
+            vec!["network", "create", "--subnet", "10.77.0.0/25", "x1"],
+            "overlaps",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "--subnet",
+                "10.78.0.0/24",
+                "--gateway",
+                "10.79.0.1",
+                "x1",
+            ],
+            "10.79.0.1",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.enable_icc=maybe",
+                "x1",
+            ],
+            "maybe",
+        ),
+        (vec!["network", "create", "-d", "overlay", "x1"], "overlay"),
+        (vec!["network", "create", &net], "already exists"),
+        (vec!["network", "rm", &net], "active endpoints"),
+        (vec!["network", "rm", "bridge"], "pre-defined"),
+        (
+            vec!["run", "-d", "--network", "nosuchnet", "--", "sleep", "1"],
+            "nosuchnet",
+        ),
+        (
+            vec!["run", "-d", "--ip", "172.17.0.50", "--", "sleep", "1"],
+            "user defined networks only",
+        ),
+    ] {
+        let e = inst.fails(&args);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    assert!(!inst.ok(&["network", "ls"]).contains("x1"));
+
+    // Without --subnet, the next free pool subnet (the bridge has 172.17/16).
+    let auto = ctr("auto");
+    inst.ok(&["network", "create", &auto]);
+    let v: serde_json::Value =
+        serde_json::from_str(&inst.ok(&["network", "inspect", &auto])).unwrap();
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16");
+
+    inst.ok(&["rm", "-f", &c]);
+    let pruned = inst.ok(&["network", "prune"]);
+    assert!(pruned.contains(&net) && pruned.contains(&auto), "{pruned}");
+    let links = inst.topo.host.ip(&["-o", "link"]);
+    assert!(!links.contains("br-"), "bridges removed: {links}");
+}
+
+#[test]
+fn names_resolve_on_user_networks_and_networks_are_isolated() {
+    let inst = Instance::up(1, &[]);
+    let net = ctr("front");
+    inst.ok(&["network", "create", "--subnet", "10.88.0.0/24", &net]);
+    let (web, db, other) = (ctr("web"), ctr("db"), ctr("other"));
+    inst.run_server(
+        &db,
+        &["--network", &net, "--network-alias", "database"],
+        &[5432],
+    );
+    inst.run_server(&web, &["--network", &net, "--ip", "10.88.0.50"], &[80]);
+    inst.run_server(&other, &[], &[80]);
+
+    assert!(
+        getent(&web, &db).starts_with("10.88.0.2"),
+        "name resolves: {}",
+        getent(&web, &db)
+    );
+    assert!(
+        getent(&web, "database").starts_with("10.88.0.2"),
+        "alias resolves"
+    );
+    assert!(
+        getent(&db, &web).starts_with("10.88.0.50"),
+        "--ip honoured, and the older container sees the newer one"
+    );
+    assert!(
+        getent(&other, &db).is_empty(),
+        "the default network resolves only links"
+    );
+    retry(|| tcp_request(&web, "10.88.0.2:5432", "q")).unwrap();
+    // And the command itself sees the same names.
+    let out = inst.cnet(&[
+        "run",
+        "--name",
+        &ctr("probe"),
+        "--network",
+        &net,
+        "--",
+        "getent",
+        "hosts",
+        "database",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("10.88.0.2"),
+        "{out:?}"
+    );
+
+    // Isolation: the default network cannot reach the user network, nor back.
+    assert!(
+        tcp_request(&other, "10.88.0.2:5432", "x").is_err(),
+        "bridge -> front blocked"
+    );
+    assert!(
+        tcp_request(&db, "172.17.0.2:80", "x").is_err(),
+        "front -> bridge blocked"
+    );
+
+    // connect: a second interface; then the pair talks over the shared network.
+    inst.ok(&["network", "connect", "--alias", "legacy", &net, &other]);
+    let eth1 = cnet_tests::netns::ip(&["-n", &other, "-o", "-4", "addr", "show", "eth1"]);
+    assert!(
+        eth1.contains("10.88.0."),
+        "eth1 on the user network: {eth1}"
+    );
+    let r = retry(|| tcp_request(&other, "10.88.0.2:5432", "now")).unwrap();
+    assert!(seen_source(&r).starts_with("10.88.0."), "{r}");
+    assert!(
+        getent(&db, "legacy").starts_with("10.88.0."),
+        "connect alias resolves"
+    );
+    let e = inst.fails(&["network", "connect", &net, &other]);
+    assert!(e.contains("already connected"), "{e}");
+    inst.ok(&["network", "disconnect", &net, &other]);
+    assert!(
+        cnet_tests::netns::ip(&["-n", &other, "-o", "link"])
+            .lines()
+            .all(|l| !l.contains("eth1"))
+    );
+    assert!(
+        tcp_request(&other, "10.88.0.2:5432", "x").is_err(),
+        "blocked again"
+    );
+    assert!(getent(&db, "legacy").is_empty(), "alias gone");
+}
+
+#[test]
+fn host_none_and_container_modes() {
+    let inst = Instance::up(1, &[]);
+    // host: the host's namespace; -p is ignored with a warning.
+    let out = inst.cnet(&[
+        "run",
+        "--network",
+        "host",
+        "-p",
+        "80:80",
+        "--",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("up0") && text.contains("cnet0"),
+        "host interfaces: {text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("discarded"),
+        "warning"
+    );
+    // none: only lo.
+    let out = inst.cnet(&["run", "--network", "none", "--", "ip", "-o", "link"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "only lo: {text}");
+    assert!(
+        inst.fails(&["run", "--network", "none", "-p", "80", "--", "true"])
+            .contains("publish")
+    );
+    // container:NAME shares NAME's network; -p is refused as Docker does.
+    let web = ctr("web");
+    inst.run_server(
+        &web,
+        &[
+            "-p",
+            "8080:80",
+            "--hostname",
+            "webhost",
+            "--dns",
+            "10.0.0.53",
+            "--add-host",
+            "extra.test:10.1.2.3",
+        ],
+        &[80],
+    );
+    let out = inst.cnet(&[
+        "run",
+        "--network",
+        &format!("container:{web}"),
+        "--",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("172.17.0.2/16"),
+        "{out:?}"
+    );
+    let e = inst.fails(&[
+        "run",
+        "--network",
+        &format!("container:{web}"),
+        "-p",
+        "81:81",
+        "--",
+        "true",
+    ]);
+    assert!(e.contains("conflicting options"), "{e}");
+    // --hostname, --dns, --add-host as the command sees them.
+    let side = ctr("side");
+    let out = inst.cnet(&[
+        "run",
+        "--name",
+        &side,
+        "--hostname",
+        "probe1",
+        "--dns",
+        "10.0.0.53",
+        "--add-host",
+        "extra.test:10.1.2.3",
+        "--",
+        "sh",
+        "-c",
+        "hostname; cat /etc/resolv.conf; getent hosts extra.test",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("probe1\n"), "{text}");
+    assert!(
+        text.contains("nameserver 10.0.0.53") && text.contains("10.1.2.3"),
+        "{text}"
+    );
+    // A container joined to web keeps running when web goes, without a network.
+    let joined = ctr("joined");
+    inst.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &joined,
+        "--network",
+        &format!("container:{web}"),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    inst.ok(&["rm", "-f", &web]);
+    let ps = inst.ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with(&joined) && l.contains("running")),
+        "{ps}"
+    );
+    let client = inst.topo.clients[0].name.clone();
+    assert!(tcp_request(&client, &format!("{}:8080", addr::host_uplink(0)), "x").is_err());
+}
+
+#[test]
+fn internal_networks_keep_traffic_inside() {
+    let mut inst = Instance::up(1, &[]);
+    let net = ctr("secret");
+    inst.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.99.5.0/24",
+        &net,
+    ]);
+    let (a, b) = (ctr("a"), ctr("b"));
+    inst.run_server(&a, &["--network", &net], &[80]);
+    inst.run_server(&b, &["--network", &net], &[80]);
+    let srv = cnet_tests::traffic::echo_server(&inst.topo.clients[0], &[9000]);
+    inst.topo.adopt(srv);
+    retry(|| tcp_request(&a, "10.99.5.3:80", "inside")).unwrap();
+    assert!(
+        tcp_request(&a, &format!("{}:9000", addr::client(0)), "out").is_err(),
+        "nothing leaves"
+    );
+    let stats: serde_json::Value = serde_json::from_str(&inst.ok(&["stats", "--json"])).unwrap();
+    assert!(stats["drop_internal"].as_u64().unwrap() >= 1, "{stats}");
+    let v: serde_json::Value =
+        serde_json::from_str(&inst.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(v[0]["Internal"], true);
+}
