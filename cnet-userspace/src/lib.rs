@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod container;
+pub mod daemon;
 pub mod ebpf;
 pub mod filter;
 pub mod ipam;
@@ -24,7 +25,29 @@ use crate::state::{Lock, Paths};
 /// returns at once; in the foreground it waits for the command, removes the
 /// container and returns the command's exit code.
 pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<i32> {
-    let (name, mut child) = {
+    let (name, mut child) = create_and_start(paths, opts, detach)?;
+    if detach {
+        println!("{name}");
+        return Ok(0);
+    }
+    wait_foreground(paths, &name, &mut child)
+}
+
+/// Creates a container and starts its command detached; returns its name and
+/// the command's process (which the caller may reap).
+pub fn run_detached(
+    paths: &Paths,
+    opts: &container::RunOptions,
+) -> Result<(String, std::process::Child)> {
+    create_and_start(paths, opts, true)
+}
+
+fn create_and_start(
+    paths: &Paths,
+    opts: &container::RunOptions,
+    detach: bool,
+) -> Result<(String, std::process::Child)> {
+    let (name, child) = {
         let (_lock, mut st) = open(paths)?;
         let mut c = container::plan(&st, opts)?;
         let name = c.name.clone();
@@ -51,10 +74,11 @@ pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<
         container::sync_hosts(&st);
         (name, child)
     };
-    if detach {
-        println!("{name}");
-        return Ok(0);
-    }
+    Ok((name, child))
+}
+
+fn wait_foreground(paths: &Paths, name: &str, child: &mut std::process::Child) -> Result<i32> {
+    let name = name.to_string();
     // Like system(3): the terminal's ^C goes to the command, cnet cleans up after it.
     // SAFETY: setting signal dispositions.
     unsafe {

@@ -131,6 +131,11 @@ enum Cmd {
     /// User-defined bridge networks, as `docker network`.
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Serve the same operations as JSON over HTTP on a unix socket.
+    Daemon {
+        #[arg(long, default_value = cnet::daemon::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -340,6 +345,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             return cnet::run(&paths, &opts, detach);
         }
         Cmd::Network(n) => network_cmd(&paths, n)?,
+        Cmd::Daemon { socket } => cnet::daemon::serve(&paths, &socket)?,
         Cmd::Rm { force, names } => {
             cnet::rm(&paths, &names, force)?;
             for n in names {
