@@ -398,6 +398,28 @@ pub fn build(paths: &Paths, state: &State, c: &Container) -> Result<()> {
 /// or removed are torn down (every step of teardown tolerates what is already
 /// gone). Returns whether the state changed.
 pub fn recover(paths: &Paths, state: &mut State) -> bool {
+    // Interfaces of `network connect`/`disconnect` left half-done.
+    let mut changed = false;
+    for c in state.containers.values_mut() {
+        let (done, unfinished): (Vec<_>, Vec<_>) =
+            c.extra.drain(..).partition(|a| a.phase == Phase::Ready);
+        for a in &unfinished {
+            log::warn!(
+                "finishing the interrupted connect/disconnect of {} to {}",
+                c.name,
+                a.network
+            );
+            if let Err(e) = detach_interface(paths, &c.name, a) {
+                log::warn!("{e:#}");
+            }
+            changed = true;
+        }
+        c.extra = done;
+    }
+    changed | recover_containers(paths, state)
+}
+
+fn recover_containers(paths: &Paths, state: &mut State) -> bool {
     let unfinished: Vec<String> = state
         .containers
         .values()
@@ -614,15 +636,11 @@ fn plumb(
         net::ip(&["netns", "del", &name]).map(|_| ())
     });
     net::ip(&["-n", &c.name, "link", "set", "lo", "up"])?;
-    let a = crate::state::Attachment {
-        network: c.network.clone(),
-        ip: c.ip,
-        mac: c.mac.clone(),
-        veth: c.veth.clone(),
-        ifname: "eth0".into(),
-        aliases: c.aliases.clone(),
-        endpoint_id: c.id.clone(),
-    };
+    let a = c
+        .interfaces()
+        .into_iter()
+        .next()
+        .context("a bridge container has eth0")?;
     attach_interface(paths, &c.name, view, &a)?;
     let (p, n, a2) = (paths.clone(), c.name.clone(), a.clone());
     undo.push("detach interface", move || detach_interface(&p, &n, &a2));
@@ -880,19 +898,8 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
     for m in c.ports.iter().filter(|_| maps_present) {
         note(unpublish(paths, m, c.ip));
     }
-    if c.on_bridge() {
-        let primary = crate::state::Attachment {
-            network: c.network.clone(),
-            ip: c.ip,
-            mac: c.mac.clone(),
-            veth: c.veth.clone(),
-            ifname: "eth0".into(),
-            aliases: c.aliases.clone(),
-            endpoint_id: c.id.clone(),
-        };
-        for a in std::iter::once(&primary).chain(c.extra.iter()) {
-            note(detach_interface(paths, &c.name, a));
-        }
+    for a in c.interfaces() {
+        note(detach_interface(paths, &c.name, &a));
     }
     if c.owns_netns() {
         let hosts_dir = hosts_path(&c.name)
@@ -1032,16 +1039,7 @@ pub fn reconcile(paths: &Paths, state: &mut State) -> Result<()> {
         }
         let view = state.clone();
         transaction(|undo| {
-            let primary = crate::state::Attachment {
-                network: c.network.clone(),
-                ip: c.ip,
-                mac: c.mac.clone(),
-                veth: c.veth.clone(),
-                ifname: "eth0".into(),
-                aliases: c.aliases.clone(),
-                endpoint_id: c.id.clone(),
-            };
-            for a in std::iter::once(&primary).chain(c.extra.iter()) {
+            for a in &c.interfaces() {
                 let net_id = view
                     .net(&a.network)
                     .map(|v| v.net_id)

@@ -12,7 +12,10 @@ use cnet_common::{
     },
 };
 
-use crate::state::{Cidr0, FilterRule, Lock, Paths, State};
+use crate::{
+    ipam::prefix_mask,
+    state::{Cidr0, FilterRule, Lock, Paths, State},
+};
 
 /// What `cnet filter add` was given.
 #[derive(Clone, Debug, Default)]
@@ -37,24 +40,14 @@ pub fn parse_cidr0(s: &str) -> Result<Cidr0> {
         prefix <= 32,
         "prefix length {prefix} in {s:?} out of range (0-32)"
     );
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    };
     Ok(Cidr0 {
-        addr: Ipv4Addr::from(u32::from(addr) & mask),
+        addr: Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix)),
         prefix,
     })
 }
 
 fn mask(c: Cidr0) -> u32 {
-    let m = if c.prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - c.prefix)
-    };
-    addr_key(Ipv4Addr::from(m).octets())
+    addr_key(Ipv4Addr::from(prefix_mask(c.prefix)).octets())
 }
 
 /// Validates a spec against the current state (container names resolve to addresses).

@@ -12,13 +12,16 @@ pub struct Cidr {
     pub prefix: u8,
 }
 
+/// The netmask of a prefix length (0..=32) as a host-order integer.
+pub fn prefix_mask(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
+}
+
 impl Cidr {
     pub fn mask(self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix)
-        }
+        prefix_mask(self.prefix)
     }
     pub fn network(self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) & self.mask())

@@ -36,8 +36,7 @@ const OPT_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
 const OPT_MTU: &str = "com.docker.network.driver.mtu";
 
 fn overlaps(a: Cidr, b: Cidr) -> bool {
-    let p = a.prefix.min(b.prefix);
-    let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+    let m = ipam::prefix_mask(a.prefix.min(b.prefix));
     u32::from(a.addr) & m == u32::from(b.addr) & m
 }
 
@@ -80,12 +79,7 @@ pub fn pick_subnet(pools: &[(Cidr0, u8)], taken: &[Cidr]) -> Result<Cidr> {
     for (base, size) in pools {
         let count = 1u64 << (size - base.prefix);
         let step = 1u64 << (32 - size);
-        let mask = if base.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - base.prefix)
-        };
-        let start = u64::from(u32::from(base.addr) & mask);
+        let start = u64::from(u32::from(base.addr) & ipam::prefix_mask(base.prefix));
         for i in 0..count {
             let net = Ipv4Addr::from((start + i * step) as u32);
             let gw = Ipv4Addr::from(u32::from(net) + 1);
@@ -547,10 +541,31 @@ pub fn connect(
         ifname: format!("eth{}", c.extra.len() + 1),
         aliases: aliases.to_vec(),
         endpoint_id: id,
+        phase: Phase::Creating,
     };
-    container::attach_interface(paths, &c.name, &view, &a)?;
-    let entry = st.containers.get_mut(ctr).context("container vanished")?;
-    entry.extra.push(a.clone());
+    // Journal first, then build; the next command finishes a killed connect.
+    st.containers
+        .get_mut(ctr)
+        .context("container vanished")?
+        .extra
+        .push(a.clone());
+    crate::state::save(paths, &st)?;
+    if let Err(e) = container::attach_interface(paths, &c.name, &view, &a) {
+        if let Some(entry) = st.containers.get_mut(ctr) {
+            entry.extra.retain(|x| x.network != net_name);
+        }
+        crate::state::save(paths, &st)?;
+        return Err(e);
+    }
+    let mut a = a;
+    a.phase = Phase::Ready;
+    if let Some(x) = st
+        .containers
+        .get_mut(ctr)
+        .and_then(|e| e.extra.iter_mut().find(|x| x.network == net_name))
+    {
+        x.phase = Phase::Ready;
+    }
     crate::state::save(paths, &st)?;
     container::sync_hosts(&st);
     Ok(a)
@@ -574,6 +589,14 @@ pub fn disconnect(paths: &Paths, net_name: &str, ctr: &str) -> Result<()> {
         .find(|a| a.network == net_name)
         .cloned()
         .with_context(|| format!("container {ctr} is not connected to network {net_name}"))?;
+    if let Some(x) = st
+        .containers
+        .get_mut(ctr)
+        .and_then(|e| e.extra.iter_mut().find(|x| x.network == net_name))
+    {
+        x.phase = Phase::Removing;
+    }
+    crate::state::save(paths, &st)?;
     container::detach_interface(paths, &c.name, &a)?;
     if let Some(e) = st.containers.get_mut(ctr) {
         e.extra.retain(|x| x.network != net_name);

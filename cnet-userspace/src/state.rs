@@ -178,6 +178,10 @@ pub struct Attachment {
     pub ifname: String,
     pub aliases: Vec<String>,
     pub endpoint_id: String,
+    /// Journal, as for containers: `network connect` records the interface
+    /// as creating before building it, `disconnect` as removing.
+    #[serde(default)]
+    pub phase: Phase,
 }
 
 /// A user-defined bridge network.
@@ -275,6 +279,27 @@ impl Container {
     /// Whether it has an interface on a bridge (its primary `eth0`).
     pub fn on_bridge(&self) -> bool {
         self.owns_netns() && self.network != "none"
+    }
+
+    /// Every bridge interface: the primary `eth0` first, then those added by
+    /// `network connect`.
+    pub fn interfaces(&self) -> Vec<Attachment> {
+        if !self.on_bridge() {
+            return Vec::new();
+        }
+        let primary = Attachment {
+            network: self.network.clone(),
+            ip: self.ip,
+            mac: self.mac.clone(),
+            veth: self.veth.clone(),
+            ifname: "eth0".into(),
+            aliases: self.aliases.clone(),
+            endpoint_id: self.id.clone(),
+            phase: Phase::Ready,
+        };
+        std::iter::once(primary)
+            .chain(self.extra.iter().cloned())
+            .collect()
     }
 
     /// Whether its process is still alive (and, with its own namespace, still in it).

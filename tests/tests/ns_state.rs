@@ -189,3 +189,81 @@ fn cnet_up_rebuilds_the_kernel_side_from_the_state_file() {
         "icc=false restored (link is one-way)"
     );
 }
+
+#[test]
+fn kill_9_during_network_create_connect_and_rm_is_repaired() {
+    let inst = Instance::up(1, &[]);
+    let app = ctr("app");
+    inst.run_server(&app, &[], &[80]);
+    for i in 0..8u64 {
+        let net = format!("kn{i}");
+        let subnet = format!("10.60.{i}.0/24");
+        for (step, args) in [
+            (
+                0u64,
+                vec![
+                    "network",
+                    "create",
+                    "--subnet",
+                    subnet.as_str(),
+                    net.as_str(),
+                ],
+            ),
+            (1, vec!["network", "connect", net.as_str(), app.as_str()]),
+            (2, vec!["network", "disconnect", net.as_str(), app.as_str()]),
+            (3, vec!["network", "rm", net.as_str()]),
+        ] {
+            let mut k = spawn(&inst, &args);
+            std::thread::sleep(Duration::from_millis((i * 13 + step * 7) % 25));
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
+    // Any mutating command repairs; then every trace matches the state.
+    let probe = ctr("probe");
+    inst.run_server(&probe, &[], &[80]);
+    let st = state(&inst);
+    let nets = st["networks"].as_object().cloned().unwrap_or_default();
+    for (n, v) in &nets {
+        assert_eq!(v["phase"], "ready", "network {n} left half-done");
+    }
+    let mut veths: Vec<String> = Vec::new();
+    let mut ifaces = 0;
+    for (name, c) in st["containers"].as_object().unwrap() {
+        assert_eq!(c["phase"], "ready", "{name}");
+        veths.push(c["veth"].as_str().unwrap().to_string());
+        ifaces += 1;
+        for a in c["extra"].as_array().unwrap() {
+            assert_eq!(a["phase"], "ready", "{name} interface on {}", a["network"]);
+            veths.push(a["veth"].as_str().unwrap().to_string());
+            ifaces += 1;
+        }
+    }
+    let links = inst.topo.host.ip(&["-o", "link", "show", "type", "veth"]);
+    for l in links.lines() {
+        let dev = l
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        if dev.starts_with("veth") {
+            assert!(veths.contains(&dev), "leaked veth {dev}: {links}");
+        }
+    }
+    let bridges = inst.topo.host.ip(&["-o", "link", "show", "type", "bridge"]);
+    let bridge_count = bridges.lines().filter(|l| l.contains(": br-")).count();
+    assert_eq!(
+        bridge_count,
+        nets.len(),
+        "one bridge per network: {bridges}"
+    );
+    assert_eq!(
+        map_len(&inst, "ENDPOINTS"),
+        ifaces,
+        "one endpoint per interface"
+    );
+}
