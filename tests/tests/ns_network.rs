@@ -394,3 +394,36 @@ fn internal_networks_keep_traffic_inside() {
         serde_json::from_str(&inst.ok(&["network", "inspect", &net])).unwrap();
     assert_eq!(v[0]["Internal"], true);
 }
+
+#[test]
+fn enable_icc_false_isolates_the_containers_of_a_user_network() {
+    let inst = Instance::up(1, &[]);
+    let net = ctr("quiet");
+    inst.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.91.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        &net,
+    ]);
+    let (a, b) = (ctr("a"), ctr("b"));
+    inst.run_server(&a, &["--network", &net], &[80]);
+    inst.run_server(&b, &["--network", &net], &[80]);
+    assert!(
+        getent(&a, &b).starts_with("10.91.0.3"),
+        "names still resolve"
+    );
+    assert!(
+        tcp_request(&a, "10.91.0.3:80", "x").is_err(),
+        "icc off inside the network"
+    );
+    assert!(tcp_request(&b, "10.91.0.2:80", "x").is_err());
+    let v: serde_json::Value =
+        serde_json::from_str(&inst.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(
+        v[0]["Options"]["com.docker.network.bridge.enable_icc"],
+        "false"
+    );
+}

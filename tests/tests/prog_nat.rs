@@ -446,6 +446,34 @@ fn masquerade_icmp_echo_and_error_translation() {
             "embedded IP checksum valid"
         );
         assert_eq!(sent.sport, 5001);
+
+        // "Fragmentation needed" from a router on the path (not the end host)
+        // about a TCP flow: only the destination and the embedded source change.
+        let out = l.run_tc(VETH, &frames::tcp((C2, 6001), (CLIENT, 443), "S", b""));
+        let sent = verify(&out.frame);
+        let router = Ipv4Addr::new(10, 200, 0, 254);
+        let mut err = icmp_error(router, HOST, 3, 4, &out.frame[14..14 + 28]);
+        // Next-hop MTU 1400 in the ICMP header, checksum fixed up.
+        err[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&1400u16.to_be_bytes());
+        let l4 = 14 + 20;
+        err[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
+        let ck = cnet_common::csum::checksum(&err[l4..]);
+        err[l4 + 2..l4 + 4].copy_from_slice(&ck.to_be_bytes());
+        verify(&err);
+        let r = l.run_tc(UPLINK, &err);
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        let t = verify(&r.frame);
+        assert_eq!((t.src, t.dst), (router, C2), "the router stays the source");
+        let inner = &r.frame[14 + 28..];
+        assert_eq!(&inner[12..16], &C2.octets());
+        assert_eq!(u16::from_be_bytes([inner[20], inner[21]]), 6001);
+        assert_eq!(
+            u16::from_be_bytes([r.frame[l4 + 6], r.frame[l4 + 7]]),
+            1400,
+            "MTU kept"
+        );
+        assert_eq!(cnet_common::csum::checksum(&inner[..20]), 0);
+        assert_eq!(sent.dport, 443);
     });
 }
 
