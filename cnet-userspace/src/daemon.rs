@@ -272,19 +272,7 @@ fn route(paths: &Paths, method: &str, target: &str, body: &[u8]) -> Reply {
                 filter::rm(paths, id)?;
                 ok(json!({"Removed": id}))
             }
-            ("GET", ["stats"]) => {
-                let st = state::load_up(paths)?;
-                let mut m: serde_json::Map<String, Value> = crate::loader::counters(paths)?
-                    .into_iter()
-                    .map(|(n, v)| (n.to_string(), v.into()))
-                    .collect();
-                let f: serde_json::Map<String, Value> = filter::counters(paths, &st)?
-                    .into_iter()
-                    .map(|(id, v)| (id.to_string(), v.into()))
-                    .collect();
-                m.insert("filters".into(), f.into());
-                ok(Value::Object(m))
-            }
+            ("GET", ["stats"]) => ok(show::stats_json(paths, &state::load_up(paths)?)?),
             (_, ["containers" | "networks" | "filters" | "stats", ..]) => Reply(
                 405,
                 json!({"message": format!("{method} is not supported on {path}")}),

@@ -4,7 +4,7 @@
 use std::{fmt::Write as _, net::Ipv4Addr};
 
 use anyhow::{Context, Result, bail, ensure};
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use cnet_common::{
     addr_key,
     maps::{
@@ -140,13 +140,6 @@ fn to_map(r: &FilterRule) -> Filter {
     }
 }
 
-fn array<T: aya::Pod>(paths: &Paths, name: &str) -> Result<Map> {
-    let _ = std::marker::PhantomData::<T>;
-    let data = MapData::from_pin(paths.map_pin(name))
-        .with_context(|| format!("opening pinned map {name}"))?;
-    Map::from_map_data(data).with_context(|| format!("reading map {name}"))
-}
-
 /// Writes the rules to the FILTERS map in order, clearing the slots after
 /// them, and keeps XDP attached to the uplinks exactly while rules exist: XDP
 /// on a veth uplink costs GRO/GSO (frames are linearised for it), so an
@@ -170,7 +163,7 @@ fn write_rules(paths: &Paths, state: &State) -> Result<()> {
         "more than {FILTERS_MAX} filter rules"
     );
     let mut arr: Array<MapData, Filter> =
-        Array::try_from(array::<Filter>(paths, maps::FILTERS)?).context("map FILTERS")?;
+        Array::try_from(crate::loader::pinned(paths, maps::FILTERS)?).context("map FILTERS")?;
     // Write the new list back to front so that a packet never sees a rule
     // list cut short in the middle of the update.
     for slot in (state.filters.len()..FILTERS_MAX as usize).rev() {
@@ -187,7 +180,7 @@ fn write_rules(paths: &Paths, state: &State) -> Result<()> {
 /// Packets matched per rule, by rule id.
 pub fn counters(paths: &Paths, state: &State) -> Result<Vec<(u32, u64)>> {
     let stats: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(array::<u64>(paths, maps::FILTER_STATS)?)
+        PerCpuArray::try_from(crate::loader::pinned(paths, maps::FILTER_STATS)?)
             .context("map FILTER_STATS")?;
     state
         .filters
@@ -208,7 +201,7 @@ pub fn counters(paths: &Paths, state: &State) -> Result<Vec<(u32, u64)>> {
 
 fn reset_counters(paths: &Paths, from_slot: usize) -> Result<()> {
     let mut stats: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(array::<u64>(paths, maps::FILTER_STATS)?)
+        PerCpuArray::try_from(crate::loader::pinned(paths, maps::FILTER_STATS)?)
             .context("map FILTER_STATS")?;
     let cpus = aya::util::nr_cpus().map_err(|(p, e)| anyhow::anyhow!("{p}: {e}"))?;
     for slot in from_slot..FILTERS_MAX as usize {

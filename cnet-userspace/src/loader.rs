@@ -101,31 +101,17 @@ pub fn load_and_pin(paths: &Paths) -> Result<()> {
     }
     let mut ebpf = loader.load(object).context("loading the eBPF object")?;
     for (name, prog) in ebpf.programs_mut() {
+        let loaded = match prog {
+            Program::SchedClassifier(p) => p.load(),
+            Program::Xdp(p) => p.load(),
+            Program::CgroupSockAddr(p) => p.load(),
+            _ => continue,
+        };
+        loaded.with_context(|| format!("verifier rejected {name}"))?;
         let pin = paths.prog_pin(name);
-        match prog {
-            Program::SchedClassifier(p) => {
-                p.load()
-                    .with_context(|| format!("verifier rejected {name}"))?;
-                let _ = fs::remove_file(&pin);
-                p.pin(&pin)
-                    .with_context(|| format!("pinning {name} at {}", pin.display()))?;
-            }
-            Program::Xdp(p) => {
-                p.load()
-                    .with_context(|| format!("verifier rejected {name}"))?;
-                let _ = fs::remove_file(&pin);
-                p.pin(&pin)
-                    .with_context(|| format!("pinning {name} at {}", pin.display()))?;
-            }
-            Program::CgroupSockAddr(p) => {
-                p.load()
-                    .with_context(|| format!("verifier rejected {name}"))?;
-                let _ = fs::remove_file(&pin);
-                p.pin(&pin)
-                    .with_context(|| format!("pinning {name} at {}", pin.display()))?;
-            }
-            _ => {}
-        }
+        let _ = fs::remove_file(&pin);
+        prog.pin(&pin)
+            .with_context(|| format!("pinning {name} at {}", pin.display()))?;
     }
     Ok(())
 }
@@ -215,7 +201,8 @@ pub fn detach(paths: &Paths, link: &str) -> Result<()> {
     }
 }
 
-fn pinned(paths: &Paths, name: &str) -> Result<Map> {
+/// The pinned map `name` of the instance.
+pub fn pinned(paths: &Paths, name: &str) -> Result<Map> {
     let data = MapData::from_pin(paths.map_pin(name))
         .with_context(|| format!("opening pinned map {name} (is cnet up?)"))?;
     Map::from_map_data(data).with_context(|| format!("reading map {name}"))

@@ -388,24 +388,16 @@ fn dispatch(cli: Cli) -> Result<i32> {
         },
         Cmd::Stats { json } => {
             let st = state::load_up(&paths)?;
-            let counters = cnet::loader::counters(&paths)?;
-            let filters = cnet::filter::counters(&paths, &st)?;
             if json {
-                let mut m: serde_json::Map<String, serde_json::Value> = counters
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), (*v).into()))
-                    .collect();
-                let f: serde_json::Map<String, serde_json::Value> = filters
-                    .iter()
-                    .map(|(id, v)| (id.to_string(), (*v).into()))
-                    .collect();
-                m.insert("filters".into(), f.into());
-                println!("{}", serde_json::to_string_pretty(&m)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&show::stats_json(&paths, &st)?)?
+                );
             } else {
-                for (n, v) in counters {
+                for (n, v) in cnet::loader::counters(&paths)? {
                     println!("{n:<24} {v}");
                 }
-                for (id, v) in filters {
+                for (id, v) in cnet::filter::counters(&paths, &st)? {
                     println!("{:<24} {v}", format!("filter_{id}"));
                 }
             }

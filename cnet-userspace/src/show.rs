@@ -180,3 +180,18 @@ fn aliases(c: &Container, extra: &[String]) -> Vec<String> {
     v.push(c.id[..12].to_string());
     v
 }
+
+/// Every counter by name, and the packets of each filter rule by id
+/// (`cnet stats --json` and the daemon's `GET /stats`).
+pub fn stats_json(paths: &crate::state::Paths, st: &State) -> anyhow::Result<Value> {
+    let mut m: serde_json::Map<String, Value> = crate::loader::counters(paths)?
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v.into()))
+        .collect();
+    let f: serde_json::Map<String, Value> = crate::filter::counters(paths, st)?
+        .into_iter()
+        .map(|(id, v)| (id.to_string(), v.into()))
+        .collect();
+    m.insert("filters".into(), f.into());
+    Ok(Value::Object(m))
+}
