@@ -150,6 +150,12 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.cnet(&["down"]);
-        let _ = std::fs::remove_dir(&self.cgroup);
+        // Killed processes may still be leaving the cgroup: retry briefly.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
