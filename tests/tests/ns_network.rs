@@ -427,3 +427,35 @@ fn enable_icc_false_isolates_the_containers_of_a_user_network() {
         "false"
     );
 }
+
+#[test]
+fn bad_run_flags_are_clear_errors_and_create_nothing() {
+    let inst = Instance::up(1, &[]);
+    let name = ctr("bad");
+    for (flags, needle) in [
+        (vec!["--dns", "x.y"], "x.y"),
+        (vec!["--add-host", "nocolon"], "nocolon"),
+        (vec!["--add-host", "h:999.1.1.1"], "999.1.1.1"),
+        (vec!["--hostname=-dash"], "-dash"),
+        (vec!["--link", "nosuch"], "nosuch"),
+        (vec!["--expose", "abc"], "abc"),
+        (vec!["--network", "container:nosuch"], "nosuch"),
+        (vec!["--network", "nosuchnet"], "nosuchnet"),
+        (vec!["--network-alias", "x"], "--network-alias"),
+        (vec!["--ip", "10.0.0.5"], "--ip"),
+        (vec!["-p", "80:80/sctp"], "sctp"),
+    ] {
+        let mut args = vec!["run", "-d", "--name", name.as_str()];
+        args.extend(flags.iter().copied());
+        args.extend(["--", "sleep", "1"]);
+        let e = inst.fails(&args);
+        assert!(e.contains(needle), "{flags:?}: {e}");
+        assert!(
+            !std::path::Path::new(&format!("/run/netns/{name}")).exists(),
+            "{flags:?} left a namespace"
+        );
+    }
+    assert_eq!(inst.ok(&["ps", "-q"]).trim(), "", "nothing created");
+    let veths = inst.topo.host.ip(&["-o", "link", "show", "type", "veth"]);
+    assert!(!veths.contains("master cnet0"), "no veth left: {veths}");
+}
