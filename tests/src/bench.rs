@@ -112,6 +112,18 @@ pub fn iperf3(ns: &str, pre: &str, args: &[String]) -> Result<serde_json::Value>
     Ok(v)
 }
 
+/// The iperf3 client arguments every measurement shares.
+fn client_args(host: &str, port: u16, secs: u32) -> Vec<String> {
+    vec![
+        "-c".into(),
+        host.into(),
+        "-p".into(),
+        port.to_string(),
+        "-t".into(),
+        secs.to_string(),
+    ]
+}
+
 /// TCP throughput in Gbit/s (`streams` parallel streams).
 pub fn tcp_gbps(
     ns: &str,
@@ -121,20 +133,9 @@ pub fn tcp_gbps(
     secs: u32,
     streams: u32,
 ) -> Result<f64> {
-    let v = iperf3(
-        ns,
-        pre,
-        &[
-            "-c".into(),
-            host.into(),
-            "-p".into(),
-            port.to_string(),
-            "-t".into(),
-            secs.to_string(),
-            "-P".into(),
-            streams.to_string(),
-        ],
-    )?;
+    let mut args = client_args(host, port, secs);
+    args.extend(["-P".into(), streams.to_string()]);
+    let v = iperf3(ns, pre, &args)?;
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .map(|b| b / 1e9)
@@ -143,23 +144,9 @@ pub fn tcp_gbps(
 
 /// UDP small-packet (64-byte payload) rate received, in thousands of packets per second.
 pub fn udp_kpps(ns: &str, pre: &str, host: &str, port: u16, secs: u32) -> Result<f64> {
-    let v = iperf3(
-        ns,
-        pre,
-        &[
-            "-c".into(),
-            host.into(),
-            "-p".into(),
-            port.to_string(),
-            "-t".into(),
-            secs.to_string(),
-            "-u".into(),
-            "-b".into(),
-            "0".into(),
-            "-l".into(),
-            "64".into(),
-        ],
-    )?;
+    let mut args = client_args(host, port, secs);
+    args.extend(["-u", "-b", "0", "-l", "64"].map(String::from));
+    let v = iperf3(ns, pre, &args)?;
     let s = &v["end"]["sum"];
     let packets = s["packets"]
         .as_f64()

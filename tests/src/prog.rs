@@ -70,19 +70,7 @@ impl Loaded {
             .unwrap_or_else(|| panic!("no program {name}"))
             .try_into()
             .unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run {name}: {e:?}"));
-        out.truncate(r.data_size_out as usize);
-        Run {
-            verdict: r.return_value,
-            frame: out,
-        }
+        run_once(name, frame, |opts| prog.test_run(opts))
     }
 
     /// Runs TC program `name` once on `frame`.
@@ -93,19 +81,7 @@ impl Loaded {
             .unwrap_or_else(|| panic!("no program {name}"))
             .try_into()
             .unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run {name}: {e:?}"));
-        out.truncate(r.data_size_out as usize);
-        Run {
-            verdict: r.return_value,
-            frame: out,
-        }
+        run_once(name, frame, |opts| prog.test_run(opts))
     }
 
     /// A typed handle on a hash map.
@@ -123,6 +99,29 @@ impl Loaded {
         let stats: PerCpuArray<&mut MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map_mut(cnet_common::maps::STATS).unwrap()).unwrap();
         stats.get(&slot, 0).unwrap().iter().sum()
+    }
+}
+
+/// One BPF_PROG_TEST_RUN of `frame` with room for the program to grow it.
+fn run_once(
+    name: &str,
+    frame: &[u8],
+    test_run: impl for<'a> FnOnce(
+        TestRunOptions<'a>,
+    )
+        -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
+) -> Run {
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("test_run {name}: {e:?}"));
+    out.truncate(r.data_size_out as usize);
+    Run {
+        verdict: r.return_value,
+        frame: out,
     }
 }
 
