@@ -13,7 +13,7 @@ use cnet_common::{
 };
 
 use crate::{
-    ipam::prefix_mask,
+    ipam::{prefix_mask, split_cidr},
     state::{Cidr0, FilterRule, Lock, Paths, State},
 };
 
@@ -29,13 +29,7 @@ pub struct FilterSpec {
 
 /// `A.B.C.D[/N]` with any prefix from 0 to 32.
 pub fn parse_cidr0(s: &str) -> Result<Cidr0> {
-    let (a, p) = s.split_once('/').unwrap_or((s, "32"));
-    let addr: Ipv4Addr = a
-        .parse()
-        .with_context(|| format!("invalid address {a:?} in {s:?}"))?;
-    let prefix: u8 = p
-        .parse()
-        .with_context(|| format!("invalid prefix length {p:?} in {s:?}"))?;
+    let (addr, prefix) = split_cidr(s)?;
     ensure!(
         prefix <= 32,
         "prefix length {prefix} in {s:?} out of range (0-32)"

@@ -12,6 +12,19 @@ pub struct Cidr {
     pub prefix: u8,
 }
 
+/// `ADDRESS[/PREFIX]` (a missing prefix is /32), both parts checked for form
+/// only; callers bound the prefix.
+pub fn split_cidr(s: &str) -> Result<(Ipv4Addr, u8)> {
+    let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+    let addr: Ipv4Addr = a
+        .parse()
+        .with_context(|| format!("invalid address {a:?} in {s:?}"))?;
+    let prefix: u8 = p
+        .parse()
+        .with_context(|| format!("invalid prefix length {p:?} in {s:?}"))?;
+    Ok((addr, prefix))
+}
+
 /// The netmask of a prefix length (0..=32) as a host-order integer.
 pub fn prefix_mask(prefix: u8) -> u32 {
     u32::MAX
@@ -43,15 +56,11 @@ impl fmt::Display for Cidr {
 impl FromStr for Cidr {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        let (a, p) = s
-            .split_once('/')
-            .with_context(|| format!("invalid CIDR {s:?}: expected ADDRESS/PREFIX"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .with_context(|| format!("invalid address {a:?} in {s:?}"))?;
-        let prefix: u8 = p
-            .parse()
-            .with_context(|| format!("invalid prefix length {p:?} in {s:?}"))?;
+        ensure!(
+            s.contains('/'),
+            "invalid CIDR {s:?}: expected ADDRESS/PREFIX"
+        );
+        let (addr, prefix) = split_cidr(s)?;
         ensure!(
             (8..=30).contains(&prefix),
             "prefix length {prefix} in {s:?} out of range (8-30)"

@@ -559,16 +559,21 @@ pub fn connect(
     }
     let mut a = a;
     a.phase = Phase::Ready;
-    if let Some(x) = st
-        .containers
-        .get_mut(ctr)
-        .and_then(|e| e.extra.iter_mut().find(|x| x.network == net_name))
-    {
+    if let Some(x) = attachment_mut(&mut st, ctr, net_name) {
         x.phase = Phase::Ready;
     }
     crate::state::save(paths, &st)?;
     container::sync_hosts(&st);
     Ok(a)
+}
+
+/// Container `ctr`'s interface on network `net`, if it has one.
+fn attachment_mut<'a>(st: &'a mut State, ctr: &str, net: &str) -> Option<&'a mut Attachment> {
+    st.containers
+        .get_mut(ctr)?
+        .extra
+        .iter_mut()
+        .find(|x| x.network == net)
 }
 
 /// `network disconnect NET CONTAINER`.
@@ -589,11 +594,7 @@ pub fn disconnect(paths: &Paths, net_name: &str, ctr: &str) -> Result<()> {
         .find(|a| a.network == net_name)
         .cloned()
         .with_context(|| format!("container {ctr} is not connected to network {net_name}"))?;
-    if let Some(x) = st
-        .containers
-        .get_mut(ctr)
-        .and_then(|e| e.extra.iter_mut().find(|x| x.network == net_name))
-    {
+    if let Some(x) = attachment_mut(&mut st, ctr, net_name) {
         x.phase = Phase::Removing;
     }
     crate::state::save(paths, &st)?;
