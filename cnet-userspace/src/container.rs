@@ -160,6 +160,16 @@ pub fn publish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
         .with_context(|| format!("publishing {m}"))
 }
 
+/// Removes `m` from the PORTS map only while it still points at `ip`.
+pub fn unpublish_if(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
+    let (k, v) = port_entry(m, ip);
+    let ports = loader::hash::<PortKey, PortValue>(paths, maps::PORTS)?;
+    match ports.get(&k, 0) {
+        Ok(cur) if cur == v => unpublish(paths, m, ip),
+        _ => Ok(()),
+    }
+}
+
 pub fn unpublish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
     let (k, _) = port_entry(m, ip);
     match loader::hash::<PortKey, PortValue>(paths, maps::PORTS)?.remove(&k) {
@@ -635,6 +645,7 @@ fn plumb(
     undo.push("delete netns", move || {
         net::ip(&["netns", "del", &name]).map(|_| ())
     });
+    crate::crash::point("run:netns");
     net::ip(&["-n", &c.name, "link", "set", "lo", "up"])?;
     let a = c
         .interfaces()
@@ -644,6 +655,7 @@ fn plumb(
     attach_interface(paths, &c.name, view, &a)?;
     let (p, n, a2) = (paths.clone(), c.name.clone(), a.clone());
     undo.push("detach interface", move || detach_interface(&p, &n, &a2));
+    crate::crash::point("run:veth");
     let gw = view.gateway.to_string();
     net::ip(&["-n", &c.name, "route", "add", "default", "via", &gw])?;
     for m in &c.ports {
@@ -651,6 +663,7 @@ fn plumb(
         let (p, m, ip) = (paths.clone(), m.clone(), c.ip);
         undo.push("unpublish", move || unpublish(&p, &m, ip));
     }
+    crate::crash::point("run:ports");
     Ok(())
 }
 
@@ -893,14 +906,17 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
     } else if let Some(pid) = c.pid {
         note(kill_session(pid));
     }
+    crate::crash::point("rm:killed");
     // After a wipe of the kernel side there are no maps left to clean.
     let maps_present = paths.map_pin(maps::PORTS).exists();
     for m in c.ports.iter().filter(|_| maps_present) {
         note(unpublish(paths, m, c.ip));
     }
+    crate::crash::point("rm:unpublished");
     for a in c.interfaces() {
         note(detach_interface(paths, &c.name, &a));
     }
+    crate::crash::point("rm:detached");
     if c.owns_netns() {
         let hosts_dir = hosts_path(&c.name)
             .parent()

@@ -14,7 +14,7 @@ use cnet_common::{
 
 use crate::{
     ipam::{prefix_mask, split_cidr},
-    state::{Cidr0, FilterRule, Lock, Paths, State},
+    state::{Cidr0, FilterRule, Paths, Pending, State},
 };
 
 /// What `cnet filter add` was given.
@@ -211,30 +211,38 @@ fn reset_counters(paths: &Paths, from_slot: usize) -> Result<()> {
 }
 
 pub fn add(paths: &Paths, spec: &FilterSpec) -> Result<u32> {
-    let _lock = Lock::take(paths)?;
-    let mut st = crate::state::load_up(paths)?;
+    let (_lock, mut st) = crate::open(paths)?;
     let id = st.next_filter_id.max(1);
     let rule = plan(&st, spec, id)?;
     st.filters.push(rule);
     st.next_filter_id = id + 1;
     reset_counters(paths, st.filters.len() - 1)?;
+    st.pending.push(Pending::Filters);
     crate::state::save(paths, &st)?;
+    crate::crash::point("filter-add:journaled");
     sync(paths, &st)?;
+    crate::crash::point("filter-add:synced");
+    st.pending.clear();
+    crate::state::save(paths, &st)?;
     Ok(id)
 }
 
 pub fn rm(paths: &Paths, id: u32) -> Result<()> {
-    let _lock = Lock::take(paths)?;
-    let mut st = crate::state::load_up(paths)?;
+    let (_lock, mut st) = crate::open(paths)?;
     let pos = st
         .filters
         .iter()
         .position(|r| r.id == id)
         .with_context(|| format!("no filter with id {id}"))?;
     st.filters.remove(pos);
+    st.pending.push(Pending::Filters);
     crate::state::save(paths, &st)?;
+    crate::crash::point("filter-rm:journaled");
     sync(paths, &st)?;
-    reset_counters(paths, pos)
+    crate::crash::point("filter-rm:synced");
+    reset_counters(paths, pos)?;
+    st.pending.clear();
+    crate::state::save(paths, &st)
 }
 
 pub fn ls(paths: &Paths) -> Result<String> {
@@ -314,12 +322,11 @@ mod tests {
             91
         ));
         assert_eq!((f.action, f.id), (FILTER_DROP, 3));
-        for (bad, needle) in [("udpx", "udpx"), ("", "")] {
+        for (bad, needle) in [("udpx", "\"udpx\""), ("", "\"\"")] {
             let mut s = spec.clone();
             s.proto = Some(bad.into());
-            if !bad.is_empty() {
-                assert!(plan(&st, &s, 1).unwrap_err().to_string().contains(needle));
-            }
+            let e = plan(&st, &s, 1).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad:?}: {e}");
         }
         let mut s = spec.clone();
         s.action = "reject".into();

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod container;
+pub mod crash;
 pub mod daemon;
 pub mod ebpf;
 pub mod filter;
@@ -54,6 +55,7 @@ fn create_and_start(
         // Journal first: a kill -9 from here on leaves an entry the next command finishes.
         st.containers.insert(name.clone(), c.clone());
         state::save(paths, &st)?;
+        crash::point("run:journaled");
         let child = match container::build(paths, &st, &c)
             .and_then(|()| container::start(paths, &c, detach))
         {
@@ -64,6 +66,7 @@ fn create_and_start(
                 return Err(e);
             }
         };
+        crash::point("run:started");
         c.pid = Some(child.id());
         c.phase = state::Phase::Ready;
         st.containers.insert(name.clone(), c);
@@ -107,10 +110,43 @@ pub fn open(paths: &Paths) -> Result<(Lock, state::State)> {
     let mut st = state::load_up(paths)?;
     let c = container::recover(paths, &mut st);
     let n = network::recover(paths, &mut st);
-    if c || n {
+    let p = recover_pending(paths, &mut st)?;
+    if c || n || p {
         state::save(paths, &st)?;
     }
     Ok((lock, st))
+}
+
+/// Finishes or undoes the journaled kernel-side changes of a killed command.
+pub(crate) fn recover_pending(paths: &Paths, st: &mut state::State) -> Result<bool> {
+    if st.pending.is_empty() {
+        return Ok(false);
+    }
+    for p in std::mem::take(&mut st.pending) {
+        match p {
+            state::Pending::Ports {
+                container,
+                ip,
+                mappings,
+            } => {
+                log::warn!("finishing an interrupted port change of container {container}");
+                let kept = st
+                    .containers
+                    .get(&container)
+                    .map(|c| c.ports.clone())
+                    .unwrap_or_default();
+                for m in mappings.iter().filter(|m| !kept.contains(m)) {
+                    container::unpublish_if(paths, m, ip)?;
+                    container::purge_port_conntrack(paths, ip, m.container_port, m.proto.number())?;
+                }
+            }
+            state::Pending::Filters => {
+                log::warn!("finishing an interrupted filter change");
+                filter::sync(paths, st)?;
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// `cnet rm [-f] NAME...`: all names are checked before anything is removed.
@@ -131,6 +167,7 @@ pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<()> {
         }
     }
     state::save(paths, &st)?;
+    crash::point("rm:journaled");
     let mut result = Ok(());
     for n in names {
         if let Err(e) = container::teardown(paths, &mut st, n) {
@@ -155,12 +192,21 @@ pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::P
         ..Default::default()
     };
     let (mappings, exposed) = container::plan_ports(&st, &opts)?;
+    // Journal first: a crash from here on is undone by the next command.
+    st.pending.push(state::Pending::Ports {
+        container: name.to_string(),
+        ip: c.ip,
+        mappings: mappings.clone(),
+    });
+    state::save(paths, &st)?;
+    crash::point("port-add:journaled");
     undo::transaction(|undo| {
         for m in &mappings {
             container::publish(paths, m, c.ip)?;
             let (p, m, ip) = (paths.clone(), m.clone(), c.ip);
             undo.push("unpublish", move || container::unpublish(&p, &m, ip));
         }
+        crash::point("port-add:published");
         let entry = st.containers.get_mut(name).context("container vanished")?;
         entry.ports.extend(mappings.iter().cloned());
         for e in exposed {
@@ -169,7 +215,12 @@ pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::P
             }
         }
         entry.exposed.sort();
+        st.pending.clear();
         state::save(paths, &st)
+    })
+    .inspect_err(|_| {
+        st.pending.clear();
+        let _ = state::save(paths, &st);
     })?;
     Ok(mappings)
 }
@@ -195,10 +246,19 @@ pub fn port_rm(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::Po
     }
     let ip = c.ip;
     c.ports = kept;
+    st.pending.push(state::Pending::Ports {
+        container: name.to_string(),
+        ip,
+        mappings: gone.clone(),
+    });
     state::save(paths, &st)?;
+    crash::point("port-rm:journaled");
     for m in &gone {
         container::unpublish(paths, m, ip)?;
         container::purge_port_conntrack(paths, ip, m.container_port, m.proto.number())?;
     }
+    crash::point("port-rm:unpublished");
+    st.pending.clear();
+    state::save(paths, &st)?;
     Ok(gone)
 }

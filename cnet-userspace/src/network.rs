@@ -269,6 +269,7 @@ fn build(paths: &Paths, n: &Network) -> Result<()> {
                 net::ip(&["link", "del", &b]).map(|_| ())
             });
         }
+        crate::crash::point("network-create:bridge");
         if let Some(m) = n.mtu {
             net::ip(&["link", "set", &n.bridge, "mtu", &m.to_string()])?;
         }
@@ -296,6 +297,7 @@ fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
     {
         errors.push(format!("{e:#}"));
     }
+    crate::crash::point("network-rm:bridge-deleted");
     if paths.map_pin(maps::NETWORKS).exists() {
         let _ = loader::hash::<u32, maps::Network>(paths, maps::NETWORKS)
             .map(|mut m| m.remove(&n.net_id));
@@ -332,6 +334,7 @@ pub fn create(paths: &Paths, o: &CreateOptions) -> Result<String> {
     n.created = container::now_rfc3339();
     st.networks.insert(n.name.clone(), n.clone());
     crate::state::save(paths, &st)?;
+    crate::crash::point("network-create:journaled");
     if let Err(e) = build(paths, &n) {
         let _ = teardown(paths, &mut st, &n.name);
         crate::state::save(paths, &st)?;
@@ -374,6 +377,7 @@ pub fn rm(paths: &Paths, names: &[String]) -> Result<()> {
         }
     }
     crate::state::save(paths, &st)?;
+    crate::crash::point("network-rm:journaled");
     let mut result = Ok(());
     for n in names {
         if let Err(e) = teardown(paths, &mut st, n) {
@@ -550,6 +554,7 @@ pub fn connect(
         .extra
         .push(a.clone());
     crate::state::save(paths, &st)?;
+    crate::crash::point("network-connect:journaled");
     if let Err(e) = container::attach_interface(paths, &c.name, &view, &a) {
         if let Some(entry) = st.containers.get_mut(ctr) {
             entry.extra.retain(|x| x.network != net_name);
@@ -557,6 +562,7 @@ pub fn connect(
         crate::state::save(paths, &st)?;
         return Err(e);
     }
+    crate::crash::point("network-connect:attached");
     let mut a = a;
     a.phase = Phase::Ready;
     if let Some(x) = attachment_mut(&mut st, ctr, net_name) {
@@ -598,7 +604,9 @@ pub fn disconnect(paths: &Paths, net_name: &str, ctr: &str) -> Result<()> {
         x.phase = Phase::Removing;
     }
     crate::state::save(paths, &st)?;
+    crate::crash::point("network-disconnect:journaled");
     container::detach_interface(paths, &c.name, &a)?;
+    crate::crash::point("network-disconnect:detached");
     if let Some(e) = st.containers.get_mut(ctr) {
         e.extra.retain(|x| x.network != net_name);
     }

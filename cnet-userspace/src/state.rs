@@ -93,6 +93,26 @@ pub struct State {
     /// User-defined networks.
     #[serde(default)]
     pub networks: BTreeMap<String, Network>,
+    /// Kernel-side changes begun and not yet confirmed: the next command
+    /// finishes or undoes them (see `crate::open`).
+    #[serde(default)]
+    pub pending: Vec<Pending>,
+}
+
+/// A journaled change of the kernel side that is not part of a container's
+/// or network's own phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pending {
+    /// Mappings of container `container` (at `ip`) being published or
+    /// unpublished: those not in the container's ports are removed from the map.
+    Ports {
+        container: String,
+        ip: std::net::Ipv4Addr,
+        mappings: Vec<crate::portspec::PortMapping>,
+    },
+    /// The filter rules changed: the FILTERS map is rewritten from the state.
+    Filters,
 }
 
 fn yes() -> bool {

@@ -93,6 +93,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                 ip_forward: true,
                 pools: Vec::new(),
                 networks: BTreeMap::new(),
+                pending: Vec::new(),
             }
         }
     };
@@ -175,6 +176,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
     })?;
     container::recover(paths, &mut state);
     crate::network::recover(paths, &mut state);
+    crate::recover_pending(paths, &mut state)?;
     crate::network::reconcile(paths, &state)?;
     container::reconcile(paths, &mut state)?;
     crate::filter::sync(paths, &state)?;

@@ -311,20 +311,67 @@ pub fn assert_gone(names: &[String], paths: &[PathBuf]) {
     }
 }
 
-/// A snapshot of the machine's firewall rulesets, to prove they were not touched.
-pub fn firewall_snapshot() -> String {
-    let run = |cmd: &str, args: &[&str]| {
-        Command::new(cmd)
+/// A snapshot of the firewall rulesets (iptables-nft, iptables-legacy and
+/// nftables) of network namespace `ns` (`None`: the test process's own, the
+/// machine's root namespace). A missing tool or a failing dump is an error,
+/// never an empty snapshot that would compare equal.
+pub fn firewall_snapshot_in(ns: Option<&str>) -> Result<String, String> {
+    let run = |cmd: &str, args: &[&str]| -> Result<String, String> {
+        let mut c = match ns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(cmd);
+                c
+            }
+            None => Command::new(cmd),
+        };
+        let out = c
             .args(args)
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_else(|_| format!("({cmd} not installed)"))
+            .map_err(|e| format!("cannot run {cmd}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{cmd} {} in {}: {}: {}",
+                args.join(" "),
+                ns.unwrap_or("the root namespace"),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        // iptables-save prints timestamp comments: drop comment lines.
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"))
     };
-    // iptables-save prints a timestamp comment: drop comment lines.
-    let ipt: String = run("iptables-save", &[])
+    Ok(format!(
+        "iptables-nft:\n{}\niptables-legacy:\n{}\nnft:\n{}",
+        run("iptables-save", &[])?,
+        run("iptables-legacy-save", &[])?,
+        run("nft", &["list", "ruleset"])?
+    ))
+}
+
+/// The machine's (root namespace's) firewall rulesets; panics on tool errors.
+pub fn firewall_snapshot() -> String {
+    firewall_snapshot_in(None).unwrap_or_else(|e| panic!("firewall snapshot: {e}"))
+}
+
+/// Compares two snapshots, naming what changed.
+pub fn firewall_diff(before: &str, after: &str) -> Result<(), String> {
+    if before == after {
+        return Ok(());
+    }
+    let added: Vec<&str> = after
         .lines()
-        .filter(|l| !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    format!("{ipt}\n---\n{}", run("nft", &["list", "ruleset"]))
+        .filter(|l| !before.lines().any(|b| b == *l))
+        .collect();
+    let removed: Vec<&str> = before
+        .lines()
+        .filter(|l| !after.lines().any(|a| a == *l))
+        .collect();
+    Err(format!(
+        "firewall rules changed: added {added:?}, removed {removed:?}"
+    ))
 }

@@ -118,3 +118,121 @@ pub fn seen_source(reply: &str) -> &str {
         .map(|(a, _)| a)
         .unwrap_or("")
 }
+
+/// What a probe met: an answer, a refusal (RST or ICMP port unreachable: the
+/// path works and nobody listens), silence (a drop), or another error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Reply(String),
+    Refused,
+    Timeout,
+    Error(String),
+}
+
+impl Outcome {
+    pub fn is_reply(&self) -> bool {
+        matches!(self, Self::Reply(_))
+    }
+}
+
+fn classify(e: &std::io::Error, what: &str) -> Outcome {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => Outcome::Refused,
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => Outcome::Timeout,
+        _ => Outcome::Error(format!("{what}: {e}")),
+    }
+}
+
+/// One TCP request from namespace `ns`, classified.
+pub fn tcp_probe(ns: &str, to: &str, payload: &str) -> Outcome {
+    let to: SocketAddr = match to.parse() {
+        Ok(a) => a,
+        Err(e) => return Outcome::Error(format!("bad address {to}: {e}")),
+    };
+    let payload = payload.to_string();
+    in_netns(ns, move || {
+        let mut s = match TcpStream::connect_timeout(&to, TIMEOUT) {
+            Ok(s) => s,
+            Err(e) => return classify(&e, &format!("connect {to}")),
+        };
+        let _ = s.set_read_timeout(Some(TIMEOUT));
+        if let Err(e) = s.write_all(payload.as_bytes()) {
+            return classify(&e, &format!("write {to}"));
+        }
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.ends_with(payload.as_bytes()) {
+            match s.read(&mut buf) {
+                Ok(0) => return Outcome::Error(format!("{to} closed the connection")),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return classify(&e, &format!("read {to}")),
+            }
+        }
+        Outcome::Reply(String::from_utf8_lossy(&got).into_owned())
+    })
+}
+
+/// One UDP request from namespace `ns` on a connected socket (so an ICMP port
+/// unreachable shows as `Refused`), classified.
+pub fn udp_probe(ns: &str, from: Option<&str>, to: &str, payload: &str) -> Outcome {
+    let to: SocketAddr = match to.parse() {
+        Ok(a) => a,
+        Err(e) => return Outcome::Error(format!("bad address {to}: {e}")),
+    };
+    let payload = payload.to_string();
+    let from = from.unwrap_or("0.0.0.0:0").to_string();
+    in_netns(ns, move || {
+        let s = match UdpSocket::bind(&from) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Error(format!("bind: {e}")),
+        };
+        let _ = s.set_read_timeout(Some(TIMEOUT));
+        if let Err(e) = s.connect(to) {
+            return classify(&e, &format!("connect {to}"));
+        }
+        if let Err(e) = s.send(payload.as_bytes()) {
+            return classify(&e, &format!("send {to}"));
+        }
+        let mut buf = [0u8; 4096];
+        match s.recv(&mut buf) {
+            Ok(n) => Outcome::Reply(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => classify(&e, &format!("recv {to}")),
+        }
+    })
+}
+
+/// Panics unless `o` is a drop (silence): a refusal or any other error means
+/// the probe did not test what it claims to.
+pub fn assert_dropped(o: &Outcome, what: &str) {
+    assert_eq!(*o, Outcome::Timeout, "{what}: expected a silent drop");
+}
+
+/// Panics unless `o` is a reply; returns it.
+pub fn assert_reply(o: Outcome, what: &str) -> String {
+    match o {
+        Outcome::Reply(r) => r,
+        other => panic!("{what}: expected a reply (positive control), got {other:?}"),
+    }
+}
+
+/// One ping from namespace `ns`: `Reply`, `Timeout` (no answer), or `Error`
+/// (an ICMP error came back, or ping failed).
+pub fn ping_probe(ns: &str, to: &str) -> Outcome {
+    let out = match std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c1", "-W1", "-q", to])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return Outcome::Error(format!("ping: {e}")),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    match out.status.code() {
+        Some(0) => Outcome::Reply(text.into_owned()),
+        Some(1) if !text.contains("errors") => Outcome::Timeout,
+        _ => Outcome::Error(format!(
+            "ping {to}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}

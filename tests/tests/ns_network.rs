@@ -8,7 +8,7 @@ use std::process::Command;
 use cnet_tests::{
     cnet::Instance,
     netns::{addr, unique_name},
-    traffic::{retry, seen_source, tcp_request},
+    traffic::{Outcome, assert_reply, retry, seen_source, tcp_probe, tcp_request, udp_probe},
 };
 
 fn ctr(base: &str) -> String {
@@ -207,14 +207,16 @@ fn names_resolve_on_user_networks_and_networks_are_isolated() {
     );
 
     // Isolation: the default network cannot reach the user network, nor back.
-    assert!(
-        tcp_request(&other, "10.88.0.2:5432", "x").is_err(),
-        "bridge -> front blocked"
-    );
-    assert!(
-        tcp_request(&db, "172.17.0.2:80", "x").is_err(),
-        "front -> bridge blocked"
-    );
+    // Positive controls: both servers answer on those very addresses.
+    assert_reply(tcp_probe(&web, "10.88.0.2:5432", "x"), "db answers");
+    let host = inst.topo.host.name.clone();
+    assert_reply(tcp_probe(&host, "172.17.0.2:80", "x"), "other answers");
+    inst.assert_drop("drop_icc", 2, "bridge -> front", || {
+        tcp_probe(&other, "10.88.0.2:5432", "x")
+    });
+    inst.assert_drop("drop_icc", 2, "front -> bridge", || {
+        tcp_probe(&db, "172.17.0.2:80", "x")
+    });
 
     // connect: a second interface; then the pair talks over the shared network.
     inst.ok(&["network", "connect", "--alias", "legacy", &net, &other]);
@@ -237,10 +239,9 @@ fn names_resolve_on_user_networks_and_networks_are_isolated() {
             .lines()
             .all(|l| !l.contains("eth1"))
     );
-    assert!(
-        tcp_request(&other, "10.88.0.2:5432", "x").is_err(),
-        "blocked again"
-    );
+    inst.assert_drop("drop_icc", 2, "blocked again after disconnect", || {
+        tcp_probe(&other, "10.88.0.2:5432", "x")
+    });
     assert!(getent(&db, "legacy").is_empty(), "alias gone");
 }
 
@@ -362,8 +363,14 @@ fn host_none_and_container_modes() {
             .any(|l| l.starts_with(&joined) && l.contains("running")),
         "{ps}"
     );
+    // 8080 was web's: after web is gone nobody publishes it and the host
+    // refuses it (the path works: the host answers with a reset).
     let client = inst.topo.clients[0].name.clone();
-    assert!(tcp_request(&client, &format!("{}:8080", addr::host_uplink(0)), "x").is_err());
+    assert_eq!(
+        tcp_probe(&client, &format!("{}:8080", addr::host_uplink(0)), "x"),
+        Outcome::Refused,
+        "8080 unpublished with web"
+    );
 }
 
 #[test]
@@ -384,12 +391,20 @@ fn internal_networks_keep_traffic_inside() {
     let srv = cnet_tests::traffic::echo_server(&inst.topo.clients[0], &[9000]);
     inst.topo.adopt(srv);
     retry(|| tcp_request(&a, "10.99.5.3:80", "inside")).unwrap();
-    assert!(
-        tcp_request(&a, &format!("{}:9000", addr::client(0)), "out").is_err(),
-        "nothing leaves"
+    // Positive control: the outside server answers a container of the
+    // default network.
+    let probe = ctr("probe");
+    inst.run_server(&probe, &[], &[80]);
+    assert_reply(
+        tcp_probe(&probe, &format!("{}:9000", addr::client(0)), "out"),
+        "the outside server answers",
     );
-    let stats: serde_json::Value = serde_json::from_str(&inst.ok(&["stats", "--json"])).unwrap();
-    assert!(stats["drop_internal"].as_u64().unwrap() >= 1, "{stats}");
+    inst.assert_drop("drop_internal", 2, "tcp out of an internal network", || {
+        tcp_probe(&a, &format!("{}:9000", addr::client(0)), "out")
+    });
+    inst.assert_drop("drop_internal", 1, "udp out of an internal network", || {
+        udp_probe(&a, None, &format!("{}:9000", addr::client(0)), "out")
+    });
     let v: serde_json::Value =
         serde_json::from_str(&inst.ok(&["network", "inspect", &net])).unwrap();
     assert_eq!(v[0]["Internal"], true);
@@ -415,11 +430,16 @@ fn enable_icc_false_isolates_the_containers_of_a_user_network() {
         getent(&a, &b).starts_with("10.91.0.3"),
         "names still resolve"
     );
-    assert!(
-        tcp_request(&a, "10.91.0.3:80", "x").is_err(),
-        "icc off inside the network"
-    );
-    assert!(tcp_request(&b, "10.91.0.2:80", "x").is_err());
+    // Positive control: both servers answer the gateway (the host).
+    let host = inst.topo.host.name.clone();
+    assert_reply(tcp_probe(&host, "10.91.0.3:80", "x"), "b answers");
+    assert_reply(tcp_probe(&host, "10.91.0.2:80", "x"), "a answers");
+    inst.assert_drop("drop_icc", 2, "a -> b with icc off", || {
+        tcp_probe(&a, "10.91.0.3:80", "x")
+    });
+    inst.assert_drop("drop_icc", 1, "b -> a (udp) with icc off", || {
+        udp_probe(&b, None, "10.91.0.2:80", "x")
+    });
     let v: serde_json::Value =
         serde_json::from_str(&inst.ok(&["network", "inspect", &net])).unwrap();
     assert_eq!(

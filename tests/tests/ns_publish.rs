@@ -6,7 +6,10 @@
 use cnet_tests::{
     cnet::Instance,
     netns::{addr, assert_gone, firewall_snapshot, unique_name},
-    traffic::{echo_server, retry, seen_source, tcp_request, udp_request},
+    traffic::{
+        Outcome, assert_reply, echo_server, retry, seen_source, tcp_probe, tcp_request, udp_probe,
+        udp_request,
+    },
 };
 
 /// Host ports of `cnet port NAME` lines (`80/tcp -> 0.0.0.0:8080`), keyed by "80/tcp".
@@ -101,10 +104,15 @@ fn every_publish_form_carries_tcp_and_udp_from_the_client() {
         );
     }
     // 8081 is published on the uplink address only: the bridge gateway address does not carry it.
-    let gw_reply = tcp_request(&client, "172.17.0.1:8081", "x");
-    assert!(
-        gw_reply.is_err(),
-        "8081 is bound to {host} only: {gw_reply:?}"
+    // Positive control: 8080 (all addresses) answers there.
+    assert_reply(
+        tcp_probe(&client, "172.17.0.1:8080", "x"),
+        "8080 is published on every host address",
+    );
+    assert_eq!(
+        tcp_probe(&client, "172.17.0.1:8081", "x"),
+        Outcome::Refused,
+        "8081 is bound to {host} only: the host itself refuses it"
     );
     drop(inst);
     assert_eq!(
@@ -174,10 +182,10 @@ fn masquerade_hairpin_and_host_local_access() {
         assert_eq!(from, target, "recvmsg shows the published address");
     }
     // Outside the instance's cgroup nothing is rewritten.
-    let err = tcp_request(&inst.topo.host.name, "127.0.0.1:8080", "x");
-    assert!(
-        err.is_err(),
-        "a process outside the cgroup is not redirected: {err:?}"
+    assert_eq!(
+        tcp_probe(&inst.topo.host.name, "127.0.0.1:8080", "x"),
+        Outcome::Refused,
+        "a process outside the cgroup is not redirected"
     );
 }
 
@@ -258,9 +266,10 @@ fn rm_purges_state_so_a_recreated_container_works_and_down_leaves_nothing() {
         0,
         "rm purges the container's conntrack entries"
     );
-    assert!(
-        udp_request(&client, Some(&from), &to, "gone").is_err(),
-        "nothing answers after rm"
+    assert_eq!(
+        udp_probe(&client, Some(&from), &to, "gone"),
+        Outcome::Refused,
+        "after rm the port is unpublished: the host itself answers port unreachable"
     );
     // Re-created (it gets the same address): the same client flow works at once.
     inst.run_server(&dns, &["-p", "5353:53/udp"], &[53]);
@@ -293,6 +302,10 @@ fn rm_purges_state_so_a_recreated_container_works_and_down_leaves_nothing() {
         .arg(&cgroup)
         .output()
         .unwrap();
+    assert!(
+        cg_links.status.success(),
+        "bpftool cgroup show: {cg_links:?}"
+    );
     assert!(
         String::from_utf8_lossy(&cg_links.stdout).trim().is_empty(),
         "cgroup hooks detached"
@@ -387,9 +400,10 @@ fn ports_change_live_with_port_add_and_rm() {
     assert!(e.contains("9091/tcp"), "{e}");
 
     inst.ok(&["port", "rm", &web, "9090:81/udp"]);
-    assert!(
-        udp_request(&client, Some(&from), &format!("{host}:9090"), "gone").is_err(),
-        "removed at once"
+    assert_eq!(
+        udp_probe(&client, Some(&from), &format!("{host}:9090"), "gone"),
+        Outcome::Refused,
+        "removed at once: the host itself answers port unreachable"
     );
     assert!(
         tcp_request(&client, &format!("{host}:8080"), "c").is_ok(),

@@ -42,6 +42,18 @@ fn readme_sessions_work_as_written() {
             &format!("up --uplink up0 --cgroup {}", cg.display()),
         );
     assert!(script.contains("cnet up"), "README lost its session");
+    // Container names are namespace names, global to the machine: make them unique.
+    let suffix = unique_name();
+    let mut script = script.replace("legacy-app", "LEGACYAPP");
+    let mut containers = Vec::new();
+    for n in ["web", "db", "app", "probe"] {
+        let re = format!("{n}-{suffix}");
+        script = replace_word(&script, n, &re);
+        containers.push(re);
+    }
+    let legacy = format!("legacy-app-{suffix}");
+    let script = script.replace("LEGACYAPP", &legacy);
+    containers.push(legacy);
     let full = format!("set -e\necho $$ > {}/cgroup.procs\n{script}", cg.display());
     let out = Command::new("bash").arg("-c").arg(&full).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -71,8 +83,9 @@ fn readme_sessions_work_as_written() {
         "pages served: {stdout}"
     );
     assert!(stdout.contains("80/tcp -> 0.0.0.0:8080"), "{stdout}");
+    // curl exit 28 is a timeout: the probe was dropped, not refused (7).
     assert!(
-        stdout.contains("blocked") && stdout.contains("filtered"),
+        stdout.contains("blocked (curl exit 28)") && stdout.contains("filtered (curl exit 28)"),
         "{stdout}"
     );
     assert!(
@@ -83,8 +96,27 @@ fn readme_sessions_work_as_written() {
         stdout.contains("10.123.0.128/24") && stdout.contains("nameserver 10.123.0.53"),
         "{stdout}"
     );
-    assert_gone(
-        &[host, client, "web".into(), "db".into(), "app".into()],
-        &[root.join("bpf")],
-    );
+    let mut names = vec![host, client];
+    names.extend(containers);
+    assert_gone(&names, &[root.join("bpf")]);
+}
+
+/// Replaces `word` where it stands alone (not inside a longer name).
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(word) {
+        let before = rest[..i].chars().next_back();
+        let after = rest[i + word.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if before.is_some_and(is_name) || after.is_some_and(is_name) {
+            out.push_str(word);
+        } else {
+            out.push_str(with);
+        }
+        rest = &rest[i + word.len()..];
+    }
+    out.push_str(rest);
+    out
 }

@@ -266,9 +266,15 @@ fn reply_to_host_local_connection_is_not_hairpinned() {
 #[test]
 fn stale_entries_expire() {
     let mut l = seeded();
-    l.run_tc(UPLINK, &frames::udp((CLIENT, 5353), (HOST, 8080), b"q"));
+    let r = l.run_tc(UPLINK, &frames::udp((CLIENT, 5353), (HOST, 8080), b"q"));
+    assert_eq!(r.verdict, TC_ACT_REDIRECT, "the request is DNATed");
     // Age every entry far past its timeout.
     let entries = l.conntrack();
+    assert_eq!(
+        entries.len(),
+        2,
+        "the flow made a forward and a reverse entry"
+    );
     let mut ct = l.hash::<CtKey, CtEntry>(CONNTRACK);
     for (k, mut e) in entries {
         e.last_seen = 1;
@@ -389,6 +395,41 @@ fn masquerade_keeps_the_port_when_free_and_reverses() {
         let r = l.run_tc(VETH, &frames::tcp((C2, 8080), (CLIENT, 443), "S", b""));
         let t = verify(&r.frame);
         assert_ne!(t.sport, 8080);
+    });
+}
+
+#[test]
+fn masquerade_exhaustion_is_dropped_and_counted() {
+    with_uplink(|l| {
+        // Positive control: a free port is kept.
+        let r = l.run_tc(VETH, &frames::udp((C1, 5000), (CLIENT, 53), b"q"));
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        // Every UDP port of the host published: no source port is left to take.
+        let mut ports = l.hash::<PortKey, PortValue>(PORTS);
+        for p in 1..=u16::MAX {
+            let _ = ports.insert(
+                PortKey::new(0, port_key(p), PROTO_UDP),
+                PortValue::new(a(C2), port_key(80)),
+                0,
+            );
+        }
+        let before = l.counter(DropReason::NatExhausted as u32);
+        let f = frames::udp((C1, 5001), (CLIENT, 53), b"q");
+        let r = l.run_tc(VETH, &f);
+        assert_eq!(r.verdict, TC_ACT_SHOT, "no port left: dropped");
+        assert_eq!(
+            l.counter(DropReason::NatExhausted as u32) - before,
+            1,
+            "counted as drop_nat_exhausted"
+        );
+        assert_eq!(
+            l.conntrack()
+                .iter()
+                .filter(|(k, _)| k.sport == port_key(5001))
+                .count(),
+            0,
+            "no half-made conntrack entry"
+        );
     });
 }
 
