@@ -88,12 +88,18 @@ impl Instance {
 
     /// Runs `cnet --root <root> args...` in the host namespace.
     pub fn cnet(&self, args: &[&str]) -> Output {
+        self.cnet_env(args, &[])
+    }
+
+    /// Like [`Self::cnet`], with extra environment variables.
+    pub fn cnet_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.topo.host.name))
             .arg(cnet_bin())
             .arg("--root")
             .arg(&self.root)
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     }

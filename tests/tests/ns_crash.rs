@@ -6,30 +6,19 @@
 //! against its state file.
 #![allow(clippy::unwrap_used, reason = "tests panic on failure")]
 
-use std::{
-    collections::BTreeSet,
-    os::unix::process::ExitStatusExt,
-    process::{Command, Output},
-};
+use std::{collections::BTreeSet, os::unix::process::ExitStatusExt, process::Output};
 
 use cnet::crash::{ENV, POINTS};
 use cnet_common::maps::{self, Endpoint, Filter, PortKey, PortValue};
 use cnet_tests::{
-    cnet::{Instance, cnet_bin},
+    cnet::Instance,
     netns::{addr, unique_name},
     traffic::{assert_reply, tcp_probe, testsrv},
 };
 
 fn crash(inst: &Instance, point: &str, args: &[String]) -> Output {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", inst.topo.host.name))
-        .arg(cnet_bin())
-        .arg("--root")
-        .arg(&inst.root)
-        .args(args)
-        .env(ENV, point)
-        .output()
-        .unwrap()
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    inst.cnet_env(&args, &[(ENV, point)])
 }
 
 fn state(inst: &Instance) -> serde_json::Value {
