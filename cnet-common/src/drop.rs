@@ -4,8 +4,7 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// The source address is on the deny list.
-    DeniedSource = 0,
+    // Slot 0 held a source deny list that nothing wrote; filters do that job.
     /// An IPv4 header shorter than 20 bytes, or an IHL that runs past the packet.
     MalformedIp = 1,
     /// A TCP/UDP/ICMP header that does not fit in the packet.
@@ -22,6 +21,16 @@ pub enum DropReason {
     Filtered = 7,
     /// Leaving (or entering) an `--internal` network.
     Internal = 8,
+    /// From a container, a source IPv4 address, MAC or ARP sender that is not
+    /// the container's own on that interface.
+    Spoofed = 9,
+    /// IPv6 from a container (cnet networks are IPv4 only; IPv6 is off in containers).
+    Ipv6 = 10,
+    /// A frame from a container that is neither IPv4 nor ARP.
+    NonIp = 11,
+    /// From outside to a container address that is neither a published-port
+    /// DNAT nor the reply of a tracked flow (the network is not `routed`).
+    NotPublished = 12,
 }
 
 /// Non-drop events that are counted as well.
@@ -43,7 +52,6 @@ pub const STATS_SLOTS: u32 = 32;
 
 /// Names of every counter slot that is in use, for the CLI and metrics.
 pub const COUNTER_NAMES: &[(u32, &str)] = &[
-    (DropReason::DeniedSource as u32, "drop_denied_source"),
     (DropReason::MalformedIp as u32, "drop_malformed_ip"),
     (DropReason::MalformedL4 as u32, "drop_malformed_l4"),
     (DropReason::NatExhausted as u32, "drop_nat_exhausted"),
@@ -52,6 +60,10 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (DropReason::IccDenied as u32, "drop_icc"),
     (DropReason::Filtered as u32, "drop_filter"),
     (DropReason::Internal as u32, "drop_internal"),
+    (DropReason::Spoofed as u32, "drop_spoofed"),
+    (DropReason::Ipv6 as u32, "drop_ipv6"),
+    (DropReason::NonIp as u32, "drop_non_ip"),
+    (DropReason::NotPublished as u32, "drop_not_published"),
     (Counter::Dnat as u32, "dnat"),
     (Counter::ReverseDnat as u32, "reverse_dnat"),
     (Counter::Snat as u32, "snat"),

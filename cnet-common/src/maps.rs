@@ -2,9 +2,6 @@
 //! Addresses and ports are stored in network byte order, as they sit in packets.
 use crate::abi;
 
-/// IPv4 sources whose packets are dropped (key: address).
-pub const DENY_SRC: &str = "DENY_SRC";
-pub const DENY_SRC_MAX: u32 = 4096;
 /// Per-CPU counters, indexed by [`crate::DropReason`] / [`crate::Counter`].
 pub const STATS: &str = "STATS";
 /// Published ports: [`PortKey`] -> [`PortValue`].
@@ -43,7 +40,6 @@ pub const FILTER_STATS: &str = "FILTER_STATS";
 
 /// Every map, in the order `cnet up` pins them.
 pub const ALL: &[&str] = &[
-    DENY_SRC,
     STATS,
     PORTS,
     ENDPOINTS,
@@ -61,11 +57,6 @@ pub const ALL: &[&str] = &[
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
-
-abi! {
-    /// Value of `DENY_SRC`: reserved for a filter id.
-    DenyValue [4] { id: u32 }
-}
 
 abi! {
     /// A published host address:port. `addr` 0 means every host address.
@@ -128,6 +119,9 @@ pub const NETWORK_ICC_OFF: u32 = 1;
 pub const NETWORK_INTERNAL: u32 = 2;
 /// Traffic from this network leaving the host is not masqueraded.
 pub const NETWORK_NO_MASQ: u32 = 4;
+/// Docker's `gateway_mode_ipv4=routed`: the outside may reach the network's
+/// container addresses directly (filters still apply).
+pub const NETWORK_ROUTED: u32 = 8;
 
 abi! {
     /// A link allowance: packets from `saddr` to `daddr` with this protocol and

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod guard;
 mod icmp;
 mod maps;
 mod nat;
@@ -100,11 +101,8 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let Some(ip) = Ipv4View::parse(ctx)? else {
         return Ok(Action::Pass);
     };
-    if maps::source_denied(ip.saddr) {
-        return Err(DropReason::DeniedSource);
-    }
     let Some(flow) = Flow::parse(ctx, &ip)? else {
-        return Ok(Action::Pass);
+        return policy::from_outside(ip.daddr).map(|()| Action::Pass);
     };
     if let Some(action) = tracked(ctx, &flow)? {
         return Ok(action);
@@ -113,10 +111,10 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     // A published port opens a flow on any TCP packet but a bare RST, so flows
     // survive a conntrack flush (as netfilter's loose pickup does).
     if k.proto == PROTO_ICMP || (k.proto == PROTO_TCP && flow.tcp_flags & TCP_RST != 0) {
-        return Ok(Action::Pass);
+        return policy::from_outside(k.daddr).map(|()| Action::Pass);
     }
     let Some(to) = maps::published(k.daddr, k.dport, k.proto) else {
-        return Ok(Action::Pass);
+        return policy::from_outside(k.daddr).map(|()| Action::Pass);
     };
     let fwd = nat::entry(
         &CtKey::new(k.saddr, to.addr, k.sport, to.port, k.proto),
@@ -130,12 +128,9 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
 }
 
 fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
-    let Some(ip) = Ipv4View::parse(ctx)? else {
+    let Some(ip) = guard::from_container(ctx, ifindex(ctx))? else {
         return Ok(Action::Pass);
     };
-    if maps::source_denied(ip.saddr) {
-        return Err(DropReason::DeniedSource);
-    }
     let flow = Flow::parse(ctx, &ip)?;
     let (sport, dport) = flow
         .as_ref()
@@ -148,8 +143,11 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     };
     let verdict = policy::filters(ip.saddr, ip.daddr, ip.proto, ports)?;
     let Some(flow) = flow else {
+        // Protocols cnet does not translate, and later fragments: icc and
+        // --internal apply to them as to everything else.
         if verdict == policy::Verdict::None {
             policy::icc(ip.saddr, ip.daddr, ip.proto, sport, dport)?;
+            policy::internal(ip.saddr, ip.daddr, maps::is_host_addr(ip.daddr))?;
         }
         return Ok(Action::Pass);
     };

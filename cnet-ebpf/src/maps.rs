@@ -6,13 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use cnet_common::maps::{
-    ALLOW_MAX, AllowKey, CONNTRACK_MAX, Config, CtEntry, CtKey, DENY_SRC_MAX, DenyValue,
-    ENDPOINTS_MAX, Endpoint, FILTERS_MAX, Filter, HOST_ADDRS_MAX, NETWORKS_MAX, Network, PORTS_MAX,
-    PortKey, PortValue, SOCK_REV_MAX, SockRevKey, SockRevValue, UPLINKS_MAX, Uplink,
+    ALLOW_MAX, AllowKey, CONNTRACK_MAX, Config, CtEntry, CtKey, ENDPOINTS_MAX, Endpoint,
+    FILTERS_MAX, Filter, HOST_ADDRS_MAX, NETWORKS_MAX, Network, PORTS_MAX, PortKey, PortValue,
+    SOCK_REV_MAX, SockRevKey, SockRevValue, UPLINKS_MAX, Uplink,
 };
-
-#[map(name = "DENY_SRC")]
-pub static DENY_SRC: HashMap<u32, DenyValue> = HashMap::with_max_entries(DENY_SRC_MAX, 0);
 
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> =
@@ -51,12 +48,6 @@ pub static FILTERS: Array<Filter> = Array::with_max_entries(FILTERS_MAX, 0);
 
 #[map(name = "FILTER_STATS")]
 pub static FILTER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FILTERS_MAX, 0);
-
-/// Whether `saddr` is on the deny list.
-#[inline(always)]
-pub fn source_denied(saddr: u32) -> bool {
-    DENY_SRC.get_ptr(saddr).is_some()
-}
 
 #[inline(always)]
 pub fn is_host_addr(addr: u32) -> bool {

@@ -3,8 +3,8 @@
 use cnet_common::{
     DropReason,
     maps::{
-        AllowKey, FILTER_ALLOW, FILTER_DROP, FILTERS_MAX, NETWORK_ICC_OFF, NETWORK_INTERNAL,
-        PROTO_ICMP,
+        AllowKey, CONFIG_MASQUERADE, FILTER_ALLOW, FILTER_DROP, FILTERS_MAX, NETWORK_ICC_OFF,
+        NETWORK_INTERNAL, NETWORK_NO_MASQ, NETWORK_ROUTED, PROTO_ICMP,
     },
 };
 
@@ -124,4 +124,24 @@ pub fn internal(saddr: u32, daddr: u32, gateway_is_dst: bool) -> Result<(), Drop
         return Ok(());
     }
     Err(DropReason::Internal)
+}
+
+/// From outside (an uplink), untranslated and untracked, to `daddr`: a
+/// container address is reachable only on a network that is routed (Docker's
+/// `gateway_mode_ipv4=routed`) or not masqueraded (its replies are not
+/// tracked, see docs/security.md). Everything else passes to the stack.
+#[inline(always)]
+pub fn from_outside(daddr: u32) -> Result<(), DropReason> {
+    let Some(net) = network_of(daddr) else {
+        return Ok(());
+    };
+    let flags = flags_of(net);
+    if flags & NETWORK_INTERNAL != 0 {
+        return Err(DropReason::Internal);
+    }
+    let open = NETWORK_ROUTED | NETWORK_NO_MASQ;
+    if flags & open != 0 || crate::maps::config().flags & CONFIG_MASQUERADE == 0 {
+        return Ok(());
+    }
+    Err(DropReason::NotPublished)
 }

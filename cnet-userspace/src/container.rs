@@ -398,6 +398,7 @@ pub fn build(paths: &Paths, state: &State, c: &Container) -> Result<()> {
             undo.push("delete netns", move || {
                 net::ip(&["netns", "del", &name]).map(|_| ())
             });
+            net::ipv6_off_in(&c.name)?;
             net::ip(&["-n", &c.name, "link", "set", "lo", "up"])?;
         }
         write_hosts(state, c, undo)
@@ -646,6 +647,7 @@ fn plumb(
         net::ip(&["netns", "del", &name]).map(|_| ())
     });
     crate::crash::point("run:netns");
+    net::ipv6_off_in(&c.name)?;
     net::ip(&["-n", &c.name, "link", "set", "lo", "up"])?;
     let a = c
         .interfaces()
@@ -683,6 +685,9 @@ pub fn attach_interface(
         undo.push("delete veth", move || {
             net::ip(&["link", "del", &v]).map(|_| ())
         });
+        // No IPv6 on the host side either: no link-local address, no NDP.
+        let key = format!("net.ipv6.conf.{}.disable_ipv6", a.veth);
+        net::sysctl(&key, "1")?;
         net::ip(&["link", "set", &a.veth, "master", &view.bridge, "up"])?;
         let cidr = format!("{}/{}", a.ip, view.subnet.prefix);
         net::ip(&["-n", ns, "link", "set", &a.ifname, "address", &a.mac])?;

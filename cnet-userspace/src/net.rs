@@ -114,6 +114,42 @@ pub fn sysctl(key: &str, value: &str) -> Result<()> {
     std::fs::write(&path, value).with_context(|| format!("setting {key}={value}"))
 }
 
+/// Sets sysctls inside named network namespace `ns`, from a short-lived
+/// thread that joined it (setns changes only the calling thread).
+pub fn sysctl_in(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    let f = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            // SAFETY: setns on a valid namespace fd; it affects only this thread.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("joining network namespace {ns}"));
+            }
+            for (k, v) in settings {
+                sysctl(k, v).with_context(|| format!("in network namespace {ns}"))?;
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("sysctl thread for {ns} panicked"))?
+    })
+}
+
+/// IPv6 off in a container's namespace (cnet's networks are IPv4 only, as
+/// Docker does for networks without IPv6): interfaces created afterwards get
+/// no link-local address, and `lo` keeps none either.
+pub fn ipv6_off_in(ns: &str) -> Result<()> {
+    sysctl_in(
+        ns,
+        &[
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+        ],
+    )
+}
+
 pub fn netns_exists(name: &str) -> bool {
     std::path::Path::new(&format!("/run/netns/{name}")).exists()
 }

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use anyhow::{Context, Result, bail, ensure};
-use cnet_common::maps::{self, NETWORK_ICC_OFF, NETWORK_INTERNAL, NETWORK_NO_MASQ};
+use cnet_common::maps::{self, NETWORK_ICC_OFF, NETWORK_INTERNAL, NETWORK_NO_MASQ, NETWORK_ROUTED};
 use serde_json::{Value, json};
 
 use crate::{
@@ -34,6 +34,9 @@ const OPT_NAME: &str = "com.docker.network.bridge.name";
 const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 const OPT_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
 const OPT_MTU: &str = "com.docker.network.driver.mtu";
+/// Docker's gateway mode: `nat` (default: only published ports and replies
+/// reach the containers from outside) or `routed` (direct access).
+const OPT_GW_MODE: &str = "com.docker.network.bridge.gateway_mode_ipv4";
 
 fn overlaps(a: Cidr, b: Cidr) -> bool {
     let m = ipam::prefix_mask(a.prefix.min(b.prefix));
@@ -128,10 +131,16 @@ pub fn plan(state: &State, o: &CreateOptions, id: String) -> Result<Network> {
             .split_once('=')
             .with_context(|| format!("option {kv:?}: expected KEY=VALUE"))?;
         ensure!(
-            [OPT_NAME, OPT_ICC, OPT_MASQ, OPT_MTU].contains(&k),
+            [OPT_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_GW_MODE].contains(&k),
             "unknown network option {k:?}"
         );
         options.insert(k.to_string(), v.to_string());
+    }
+    if let Some(m) = options.get(OPT_GW_MODE) {
+        ensure!(
+            m == "nat" || m == "routed",
+            "option {OPT_GW_MODE}={m}: expected nat or routed"
+        );
     }
     let icc = options
         .get(OPT_ICC)
@@ -255,6 +264,9 @@ pub fn flags(n: &Network) -> u32 {
     }
     if !n.masquerade || n.internal {
         f |= NETWORK_NO_MASQ;
+    }
+    if n.options.get(OPT_GW_MODE).is_some_and(|m| m == "routed") {
+        f |= NETWORK_ROUTED;
     }
     f
 }

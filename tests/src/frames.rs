@@ -6,9 +6,16 @@ use etherparse::{IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, Tr
 pub const MAC_A: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
 pub const MAC_B: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x01];
 
+/// The MAC a sender with address `ip` has: Docker's (and cnet's) `02:42` +
+/// the address, so a frame from a container carries that container's MAC.
+pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
 /// A TCP frame from `src` to `dst` with `flags` ("S", "A", "SA", "F", "R" combos) and payload.
 pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+    let mut b = PacketBuilder::ethernet2(mac_of(src.0), MAC_B)
         .ipv4(src.0.octets(), dst.0.octets(), 64)
         .tcp(src.1, dst.1, 1000, 64240);
     for f in flags.chars() {
@@ -28,7 +35,7 @@ pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str, payload: &[u
 
 /// A UDP frame with a computed checksum.
 pub fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+    let b = PacketBuilder::ethernet2(mac_of(src.0), MAC_B)
         .ipv4(src.0.octets(), dst.0.octets(), 64)
         .udp(src.1, dst.1);
     let mut out = Vec::with_capacity(b.size(payload.len()));
@@ -47,7 +54,7 @@ pub fn udp_no_csum(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -
 
 /// An ICMP echo request.
 pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+    let b = PacketBuilder::ethernet2(mac_of(src), MAC_B)
         .ipv4(src.octets(), dst.octets(), 64)
         .icmpv4_echo_request(id, seq);
     let mut out = Vec::new();
@@ -58,9 +65,9 @@ pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
 /// An ARP request frame (not IP: must pass untouched).
 pub fn arp(src: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     let mut f = vec![0xff; 6];
-    f.extend_from_slice(&MAC_A);
+    f.extend_from_slice(&mac_of(src));
     f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&MAC_A);
+    f.extend_from_slice(&mac_of(src));
     f.extend_from_slice(&src.octets());
     f.extend_from_slice(&[0; 6]);
     f.extend_from_slice(&target.octets());

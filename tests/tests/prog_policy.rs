@@ -42,7 +42,7 @@ fn seeded(icc: bool) -> Loaded {
     for (i, (ip, net)) in [(C1, 1), (C2, 1), (C3, 1), (C4, 2)].into_iter().enumerate() {
         eps.insert(
             a(ip),
-            Endpoint::new(100 + i as u32, [2, 0x42, 0, 0, 0, i as u8], net),
+            Endpoint::new(100 + i as u32, frames::mac_of(ip), net),
             0,
         )
         .unwrap();
