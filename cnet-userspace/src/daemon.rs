@@ -60,6 +60,22 @@ pub fn serve(paths: &Paths, socket: &Path) -> Result<()> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", socket.display()))?;
     eprintln!("cnet daemon: listening on {}", socket.display());
+    // Interfaces that appear later publish the ports too: look every second.
+    let watch = paths.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let r = crate::state::Lock::take(&watch).and_then(|_lock| {
+                match crate::state::load(&watch)? {
+                    Some(st) => crate::up::sync_interfaces(&watch, &st),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = r {
+                log::warn!("watching interfaces: {e:#}");
+            }
+        }
+    });
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let paths = paths.clone();

@@ -114,6 +114,7 @@ pub fn open(paths: &Paths) -> Result<(Lock, state::State)> {
     if c || n || p {
         state::save(paths, &st)?;
     }
+    up::sync_interfaces(paths, &st)?;
     Ok((lock, st))
 }
 

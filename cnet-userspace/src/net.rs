@@ -64,6 +64,26 @@ pub fn mac(name: &str) -> Result<[u8; 6]> {
 }
 
 /// IPv4 addresses of `dev` (or of every interface when `None`).
+/// Every interface of this namespace with IPv4 addresses: (name, ifindex, addresses).
+pub fn interfaces_with_addrs() -> Result<Vec<(String, u32, Vec<Ipv4Addr>)>> {
+    let mut out = Vec::new();
+    for link in ip_json(&["-4", "addr", "show"])? {
+        let (Some(name), Some(idx)) = (link["ifname"].as_str(), link["ifindex"].as_u64()) else {
+            continue;
+        };
+        let addrs: Vec<Ipv4Addr> = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["local"].as_str().and_then(|s| s.parse().ok()))
+            .collect();
+        if !addrs.is_empty() {
+            out.push((name.to_string(), idx as u32, addrs));
+        }
+    }
+    Ok(out)
+}
+
 pub fn addrs(dev: Option<&str>) -> Result<Vec<Ipv4Addr>> {
     let mut args = vec!["-4", "addr", "show"];
     if let Some(d) = dev {

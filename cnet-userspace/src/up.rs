@@ -177,10 +177,54 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
     container::recover(paths, &mut state);
     crate::network::recover(paths, &mut state);
     crate::recover_pending(paths, &mut state)?;
+    sync_interfaces(paths, &state)?;
     crate::network::reconcile(paths, &state)?;
     container::reconcile(paths, &mut state)?;
     crate::filter::sync(paths, &state)?;
     state::save(paths, &state)
+}
+
+/// Publishes on every interface with a host address, as Docker does
+/// (`--dst-type LOCAL`): each one that is not an uplink, a cnet bridge or
+/// loopback gets the uplink TC program (pinned as `host-<ifindex>`, so a
+/// re-created interface of the same name is attached again), an UPLINKS entry
+/// (masquerade out of it) and its addresses in HOST_ADDRS. Runs at `up`, at
+/// the start of every mutating command and every second in `cnet daemon`, so
+/// interfaces added later are covered.
+pub fn sync_interfaces(paths: &Paths, state: &State) -> Result<()> {
+    if !paths.map_pin(maps::UPLINKS).exists() {
+        return Ok(());
+    }
+    let mut uplinks = loader::hash::<u32, Uplink>(paths, maps::UPLINKS)?;
+    let mut host = loader::hash::<u32, u32>(paths, maps::HOST_ADDRS)?;
+    for (name, idx, addrs) in net::interfaces_with_addrs()? {
+        let ours = name == "lo"
+            || name == state.bridge
+            || state.networks.values().any(|n| n.bridge == name);
+        if ours {
+            continue;
+        }
+        for a in &addrs {
+            host.insert(addr_key(a.octets()), 1, 0)
+                .with_context(|| format!("recording host address {a} of {name}"))?;
+        }
+        if state.uplinks.contains(&name) {
+            continue;
+        }
+        loader::attach_tc(paths, loader::UPLINK_PROG, &name, &format!("host-{idx}"))?;
+        if uplinks.get(&idx, 0).is_err() {
+            uplinks
+                .insert(
+                    idx,
+                    Uplink {
+                        addr: addr_key(addrs[0].octets()),
+                    },
+                    0,
+                )
+                .with_context(|| format!("recording interface {name}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes CONFIG, UPLINKS and HOST_ADDRS from the namespace as it is now.

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use cnet_tests::{
     cnet::Instance,
-    netns::{addr, unique_name},
-    traffic::{assert_reply, tcp_probe},
+    netns::{Netns, addr, unique_name},
+    traffic::{Outcome, assert_reply, tcp_probe},
 };
 
 fn ctr(base: &str) -> String {
@@ -224,4 +224,76 @@ fn containers_have_no_ipv6() {
         tcp_probe(&inst.topo.host.name, "172.17.0.2:80", "x"),
         "IPv4 works",
     );
+}
+
+/// A client namespace behind a new host interface `dev` (10.21x.0.0/24),
+/// added after `cnet up`.
+fn second_lan(inst: &Instance, dev: &str, net: u8) -> (Netns, String) {
+    let c = Netns::new();
+    inst.topo.host.ip(&[
+        "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", &c.name,
+    ]);
+    let host_ip = format!("10.{net}.0.1");
+    inst.topo
+        .host
+        .ip(&["addr", "add", &format!("{host_ip}/24"), "dev", dev]);
+    inst.topo.host.ip(&["link", "set", dev, "up"]);
+    c.ip(&["addr", "add", &format!("10.{net}.0.2/24"), "dev", "eth0"]);
+    c.ip(&["link", "set", "eth0", "up"]);
+    c.ip(&["route", "add", "default", "via", &host_ip]);
+    (c, host_ip)
+}
+
+#[test]
+fn published_ports_answer_on_interfaces_added_after_up() {
+    let mut inst = Instance::up(1, &[]);
+    let web = ctr("web");
+    inst.run_server(&web, &["-p", "8080:80"], &[80]);
+    let client = inst.topo.clients[0].name.clone();
+    assert_reply(
+        tcp_probe(&client, &format!("{}:8080", addr::host_uplink(0)), "x"),
+        "published on the uplink",
+    );
+    // A second LAN appears: until cnet looks, the host itself refuses 8080.
+    let (lan, host_ip) = second_lan(&inst, "lan1", 210);
+    let to = format!("{host_ip}:8080");
+    assert_eq!(tcp_probe(&lan.name, &to, "x"), Outcome::Refused);
+    // The next command (any mutating one) covers it.
+    let other = ctr("other");
+    inst.run_server(&other, &[], &[80]);
+    let r = assert_reply(tcp_probe(&lan.name, &to, "x"), "published on lan1");
+    assert!(
+        r.starts_with("10.210.0.2:"),
+        "the container sees the real client: {r}"
+    );
+    // With `cnet daemon` running, a third one is covered without any command.
+    let sock = inst.root.join("d.sock");
+    let d = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", inst.topo.host.name))
+        .arg(cnet_tests::cnet::cnet_bin())
+        .arg("--root")
+        .arg(&inst.root)
+        .args(["daemon", "--socket"])
+        .arg(&sock)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    inst.topo.adopt(d);
+    let (lan2, host_ip2) = second_lan(&inst, "lan2", 211);
+    let to2 = format!("{host_ip2}:8080");
+    // The daemon looks every second: allow it five.
+    let mut last = Outcome::Timeout;
+    for _ in 0..50 {
+        last = tcp_probe(&lan2.name, &to2, "y");
+        if last.is_reply() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = assert_reply(last, "published on lan2 by the daemon's watcher");
+    assert!(r.starts_with("10.211.0.2:"), "{r}");
+    drop(lan);
+    drop(lan2);
 }
