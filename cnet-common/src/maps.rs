@@ -54,6 +54,13 @@ pub const ALL: &[&str] = &[
     FILTER_STATS,
 ];
 
+/// Masquerade source ports (and ICMP ids) come from this range, which
+/// `cnet up` reserves from the host's ephemeral ports
+/// (`net.ipv4.ip_local_reserved_ports`); Linux's default ephemeral range
+/// ends at 60999.
+pub const MASQ_PORT_LO: u16 = 61000;
+pub const MASQ_PORT_HI: u16 = 65535;
+
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;

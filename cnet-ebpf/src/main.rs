@@ -194,7 +194,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let Some((egress, addr)) = redirect::uplink_for(ctx, &flow, ifindex(ctx)) else {
         return Ok(Action::Pass);
     };
-    let fwd = nat::masquerade(&flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
+    let fwd = nat::masquerade(ctx, &flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_SNAT);
     deliver(ctx, fwd.daddr, egress)

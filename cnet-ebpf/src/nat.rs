@@ -1,15 +1,21 @@
 //! Rewriting packets to a conntrack tuple with incremental checksums, and the
 //! conntrack entries themselves (paired forward/reverse, TCP state, expiry).
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    bindings::{
+        BPF_ANY, BPF_F_CURRENT_NETNS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST,
+        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+    },
+    helpers::{
+        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release,
+        bpf_skc_lookup_tcp,
+    },
     programs::TcContext,
 };
 use cnet_common::{
     DropReason,
     maps::{
-        CT_SEEN_ACK, CT_SEEN_FIN, CT_SEEN_RST, CT_SEEN_SYN, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP,
-        PROTO_UDP, PortKey, ct_timeout_secs,
+        CT_SEEN_ACK, CT_SEEN_FIN, CT_SEEN_RST, CT_SEEN_SYN, CtEntry, CtKey, MASQ_PORT_HI,
+        MASQ_PORT_LO, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PortKey, ct_timeout_secs,
     },
 };
 
@@ -227,15 +233,57 @@ pub fn create_pair(
     Ok(true)
 }
 
-/// Bounded tries for a masquerade source port: the original port first, then
-/// random ones from the ephemeral range.
+/// Bounded tries for a masquerade source port, each random in cnet's
+/// masquerade range, which `cnet up` reserves from the host's own ephemeral
+/// ports (`net.ipv4.ip_local_reserved_ports`): the host never picks one of
+/// them by itself, and a port a host socket holds anyway is skipped.
 const SNAT_TRIES: u32 = 8;
-const EPHEMERAL_LOW: u32 = 32768;
-const EPHEMERAL_SPAN: u32 = 61000 - 32768;
+
+/// Whether a socket of the host (this namespace) would receive a packet
+/// from `remote:rport` to `addr:port`: then that tuple is the host's.
+#[inline(always)]
+fn host_socket_holds(
+    ctx: &TcContext,
+    proto: u8,
+    addr: u32,
+    port: u16,
+    remote: u32,
+    rport: u16,
+) -> bool {
+    if proto == PROTO_ICMP {
+        return false;
+    }
+    // SAFETY: an all-zero tuple is valid; the IPv4 member is written below.
+    let mut t: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    t.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+        saddr: remote,
+        daddr: addr,
+        sport: rport,
+        dport: port,
+    };
+    let size = core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    let skb = ctx.skb.skb.cast();
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: helpers with a valid context and a stack tuple of `size` bytes;
+    // a socket they return is released before returning.
+    unsafe {
+        let sk = if proto == PROTO_TCP {
+            bpf_skc_lookup_tcp(skb, &mut t, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(skb, &mut t, size, netns, 0)
+        };
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk.cast());
+        true
+    }
+}
 
 /// Masquerades `flow` to `addr`, out of `ifindex`. Returns the new tuple.
 #[inline(always)]
 pub fn masquerade(
+    ctx: &TcContext,
     flow: &Flow,
     addr: u32,
     ifindex: u32,
@@ -244,18 +292,16 @@ pub fn masquerade(
     len: u32,
 ) -> Result<CtEntry, DropReason> {
     let k = &flow.key;
-    let mut port = k.sport;
-    for i in 0..SNAT_TRIES {
-        if i > 0 {
-            // SAFETY: helper without arguments.
-            let r = unsafe { bpf_get_prandom_u32() };
-            port = ((EPHEMERAL_LOW + r % EPHEMERAL_SPAN) as u16).to_be();
-        }
-        // Never take a port that is published on the host.
+    let span = u32::from(MASQ_PORT_HI - MASQ_PORT_LO) + 1;
+    for _ in 0..SNAT_TRIES {
+        // SAFETY: helper without arguments.
+        let r = unsafe { bpf_get_prandom_u32() };
+        let port = ((u32::from(MASQ_PORT_LO) + r % span) as u16).to_be();
+        // Never a port published on the host, nor a tuple a host socket holds.
         let published = k.proto != PROTO_ICMP
             && (PORTS.get_ptr(PortKey::new(0, port, k.proto)).is_some()
                 || PORTS.get_ptr(PortKey::new(addr, port, k.proto)).is_some());
-        if published {
+        if published || host_socket_holds(ctx, k.proto, addr, port, k.daddr, k.dport) {
             continue;
         }
         let dport = if k.proto == PROTO_ICMP { port } else { k.dport };

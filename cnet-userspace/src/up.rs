@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fs, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use cnet_common::{
     addr_key,
-    maps::{self, CONFIG_MASQUERADE, Config, Uplink},
+    maps::{self, CONFIG_MASQUERADE, Config, MASQ_PORT_HI, MASQ_PORT_LO, Uplink},
 };
 
 use crate::{
@@ -162,6 +162,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
         if state.ip_forward {
             net::sysctl("net.ipv4.ip_forward", "1")?;
         }
+        reserve_masq_ports(true)?;
         sync_host(paths, &state)?;
         for u in &state.uplinks {
             if loader::attach_tc(paths, loader::UPLINK_PROG, u, &format!("uplink-{u}"))? {
@@ -182,6 +183,29 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
     container::reconcile(paths, &mut state)?;
     crate::filter::sync(paths, &state)?;
     state::save(paths, &state)
+}
+
+const RESERVED_PORTS: &str = "net.ipv4.ip_local_reserved_ports";
+
+/// Adds (or removes) cnet's masquerade port range to the host's reserved
+/// ports, so the host never picks one of them for its own connections.
+pub fn reserve_masq_ports(reserve: bool) -> Result<()> {
+    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let cur = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let range = format!("{MASQ_PORT_LO}-{MASQ_PORT_HI}");
+    let mut parts: Vec<&str> = cur.trim().split(',').filter(|p| !p.is_empty()).collect();
+    let has = parts.contains(&range.as_str());
+    if reserve == has {
+        return Ok(());
+    }
+    if reserve {
+        parts.push(&range);
+    } else {
+        parts.retain(|p| *p != range);
+    }
+    // An empty list is written as a bare newline (a zero-length write is ignored).
+    let v = parts.join(",") + "\n";
+    net::sysctl(RESERVED_PORTS, &v)
 }
 
 /// Publishes on every interface with a host address, as Docker does
@@ -301,6 +325,9 @@ pub fn down(paths: &Paths) -> Result<()> {
         errors.push(format!("{e:#}"));
     }
     let _ = fs::remove_dir_all(paths.logs());
+    if let Err(e) = reserve_masq_ports(false) {
+        errors.push(format!("{e:#}"));
+    }
     if let Err(e) = fs::remove_file(paths.state()) {
         errors.push(format!("removing {}: {e}", paths.state().display()));
     }

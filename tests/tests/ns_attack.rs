@@ -297,3 +297,59 @@ fn published_ports_answer_on_interfaces_added_after_up() {
     drop(lan);
     drop(lan2);
 }
+
+#[test]
+fn masquerade_never_steals_a_host_sockets_replies() {
+    let mut inst = Instance::up(1, &[]);
+    let srv = cnet_tests::traffic::echo_server(&inst.topo.clients[0], &[9000]);
+    inst.topo.adopt(srv);
+    let server = format!("{}:9000", addr::client(0));
+    let host_src = format!("{}:40000", addr::host_uplink(0));
+    let host = inst.topo.host.name.clone();
+    let reserved = || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host,
+                "cat",
+                "/proc/sys/net/ipv4/ip_local_reserved_ports",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(
+        reserved().contains("61000-65535"),
+        "range reserved: {}",
+        reserved()
+    );
+    // The host talks to the LAN server from port 40000 (positive control).
+    let r = cnet_tests::traffic::udp_request(&host, Some(&host_src), &server, "host1").unwrap();
+    assert!(r.ends_with("|host1"), "{r}");
+    // A container uses the same source port towards the same server.
+    let c = ctr("c");
+    inst.run_server(&c, &[], &[80]);
+    let r = cnet_tests::traffic::udp_request(&c, Some("0.0.0.0:40000"), &server, "ctr").unwrap();
+    let peer = r.split('|').next().unwrap();
+    let (ip, port) = peer.rsplit_once(':').unwrap();
+    assert_eq!(ip, addr::host_uplink(0), "masqueraded");
+    let port: u16 = port.parse().unwrap();
+    assert!(
+        (61000..=65535).contains(&port),
+        "from the reserved range: {port}"
+    );
+    // The host's socket still gets its own replies.
+    let r = cnet_tests::traffic::udp_request(&host, Some(&host_src), &server, "host2").unwrap();
+    assert!(
+        r.ends_with("|host2"),
+        "the host's reply reached the host: {r}"
+    );
+    // `cnet down` gives the range back.
+    inst.after_check().unwrap();
+    assert!(
+        !reserved().contains("61000-65535"),
+        "range released: {}",
+        reserved()
+    );
+}

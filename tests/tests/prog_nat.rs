@@ -9,7 +9,8 @@ use cnet_common::{
     Counter, DropReason, addr_key,
     maps::{
         CONFIG_MASQUERADE, CONNTRACK, CT_SEEN_FIN, CT_SEEN_SYN, Config, CtEntry, CtKey, ENDPOINTS,
-        Endpoint, HOST_ADDRS, PORTS, PROTO_TCP, PROTO_UDP, PortKey, PortValue, UPLINKS, Uplink,
+        Endpoint, HOST_ADDRS, MASQ_PORT_HI, MASQ_PORT_LO, PORTS, PROTO_TCP, PROTO_UDP, PortKey,
+        PortValue, UPLINKS, Uplink,
     },
     port_key,
 };
@@ -363,45 +364,76 @@ fn with_uplink<T: Send>(f: impl FnOnce(&mut Loaded) -> T + Send) -> T {
 }
 
 #[test]
-fn masquerade_keeps_the_port_when_free_and_reverses() {
+fn masquerade_maps_into_the_reserved_range_and_reverses() {
     with_uplink(|l| {
         let f = frames::udp((C1, 5000), (CLIENT, 53), b"query");
         let r = l.run_tc(VETH, &f);
         assert_eq!(r.verdict, TC_ACT_REDIRECT, "out of the uplink");
-        assert_eq!(verify(&r.frame), tuple(HOST, 5000, CLIENT, 53, PROTO_UDP));
+        let t = verify(&r.frame);
+        assert_eq!(
+            (t.src, t.dst, t.dport, t.proto),
+            (HOST, CLIENT, 53, PROTO_UDP)
+        );
+        assert!(
+            (MASQ_PORT_LO..=MASQ_PORT_HI).contains(&t.sport),
+            "a port of the reserved masquerade range: {}",
+            t.sport
+        );
         assert_payload_kept(&f, &r.frame, b"query");
         assert_eq!(l.counter(Counter::Snat as u32), 1);
+        let p1 = t.sport;
 
-        let r = l.run_tc(UPLINK, &frames::udp((CLIENT, 53), (HOST, 5000), b"answer"));
+        let r = l.run_tc(UPLINK, &frames::udp((CLIENT, 53), (HOST, p1), b"answer"));
         assert_eq!(r.verdict, TC_ACT_REDIRECT);
         assert_eq!(verify(&r.frame), tuple(CLIENT, 53, C1, 5000, PROTO_UDP));
         assert_eq!(&r.frame[0..6], &C1_MAC);
         assert_eq!(l.counter(Counter::ReverseSnat as u32), 1);
 
-        // C2 uses the same source port to the same server: it gets another port.
+        // C2 uses the same source port to the same server: another port.
         let r = l.run_tc(VETH, &frames::udp((C2, 5000), (CLIENT, 53), b"q2"));
         let t = verify(&r.frame);
         assert_eq!((t.src, t.dst, t.dport), (HOST, CLIENT, 53));
-        assert_ne!(t.sport, 5000, "port taken by C1's flow");
-        assert!(
-            (32768..61000).contains(&t.sport),
-            "random port from the ephemeral range: {}",
-            t.sport
-        );
+        assert_ne!(t.sport, p1, "port taken by C1's flow");
+        assert!((MASQ_PORT_LO..=MASQ_PORT_HI).contains(&t.sport));
         let r = l.run_tc(UPLINK, &frames::udp((CLIENT, 53), (HOST, t.sport), b"a2"));
         assert_eq!(verify(&r.frame), tuple(CLIENT, 53, C2, 5000, PROTO_UDP));
+    });
+}
 
-        // Never a published port: C2 using source port 8080 is moved off it.
-        let r = l.run_tc(VETH, &frames::tcp((C2, 8080), (CLIENT, 443), "S", b""));
-        let t = verify(&r.frame);
-        assert_ne!(t.sport, 8080);
+#[test]
+fn masquerade_never_takes_a_tuple_a_host_socket_holds() {
+    with_uplink(|l| {
+        // The host holds every port of the masquerade range towards the
+        // client's port 53 (bound sockets: a connected one would also count).
+        let mut lim = libc::rlimit {
+            rlim_cur: 16384,
+            rlim_max: 16384,
+        };
+        // SAFETY: plain syscalls on a valid struct.
+        unsafe {
+            let mut cur = lim;
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
+            lim.rlim_max = lim.rlim_max.max(cur.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+        let held: Vec<std::net::UdpSocket> = (MASQ_PORT_LO..=MASQ_PORT_HI)
+            .map(|p| std::net::UdpSocket::bind((HOST, p)).unwrap())
+            .collect();
+        let before = l.counter(DropReason::NatExhausted as u32);
+        let r = l.run_tc(VETH, &frames::udp((C1, 5000), (CLIENT, 53), b"q"));
+        assert_eq!(r.verdict, TC_ACT_SHOT, "every candidate is a host socket's");
+        assert_eq!(l.counter(DropReason::NatExhausted as u32) - before, 1);
+        // Positive control: with the sockets gone, the same packet goes out.
+        drop(held);
+        let r = l.run_tc(VETH, &frames::udp((C1, 5000), (CLIENT, 53), b"q"));
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
     });
 }
 
 #[test]
 fn masquerade_exhaustion_is_dropped_and_counted() {
     with_uplink(|l| {
-        // Positive control: a free port is kept.
+        // Positive control: with ports free, the packet goes out.
         let r = l.run_tc(VETH, &frames::udp((C1, 5000), (CLIENT, 53), b"q"));
         assert_eq!(r.verdict, TC_ACT_REDIRECT);
         // Every UDP port of the host published: no source port is left to take.
@@ -486,7 +518,7 @@ fn masquerade_icmp_echo_and_error_translation() {
             0,
             "embedded IP checksum valid"
         );
-        assert_eq!(sent.sport, 5001);
+        assert!((61000..=65535).contains(&sent.sport), "{}", sent.sport);
 
         // "Fragmentation needed" from a router on the path (not the end host)
         // about a TCP flow: only the destination and the embedded source change.
