@@ -31,6 +31,9 @@ pub enum DropReason {
     /// From outside to a container address that is neither a published-port
     /// DNAT nor the reply of a tracked flow (the network is not `routed`).
     NotPublished = 12,
+    /// A later IP fragment of a datagram whose first fragment was not seen
+    /// (or not translated) that would otherwise leave untranslated.
+    Fragment = 13,
 }
 
 /// Non-drop events that are counted as well.
@@ -64,6 +67,7 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (DropReason::Ipv6 as u32, "drop_ipv6"),
     (DropReason::NonIp as u32, "drop_non_ip"),
     (DropReason::NotPublished as u32, "drop_not_published"),
+    (DropReason::Fragment as u32, "drop_frag"),
     (Counter::Dnat as u32, "dnat"),
     (Counter::ReverseDnat as u32, "reverse_dnat"),
     (Counter::Snat as u32, "snat"),

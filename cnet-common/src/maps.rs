@@ -25,6 +25,9 @@ pub const CONNTRACK_MAX: u32 = 262_144;
 /// application asked for, so recvmsg/getpeername can show it back.
 pub const SOCK_REV: &str = "SOCK_REV";
 pub const SOCK_REV_MAX: u32 = 65536;
+/// Fragmented datagrams being translated: [`FragKey`] -> [`FragValue`] (LRU).
+pub const FRAGS: &str = "FRAGS";
+pub const FRAGS_MAX: u32 = 16384;
 
 /// Networks: id -> [`Network`] (icc and other per-network switches).
 pub const NETWORKS: &str = "NETWORKS";
@@ -52,6 +55,7 @@ pub const ALL: &[&str] = &[
     ALLOW,
     FILTERS,
     FILTER_STATS,
+    FRAGS,
 ];
 
 /// Masquerade source ports (and ICMP ids) come from this range, which
@@ -60,6 +64,29 @@ pub const ALL: &[&str] = &[
 /// ends at 60999.
 pub const MASQ_PORT_LO: u16 = 61000;
 pub const MASQ_PORT_HI: u16 = 65535;
+
+abi! {
+    /// A fragmented datagram as it arrived: addresses, IP id and protocol.
+    FragKey [12] { saddr: u32, daddr: u32, id: u16, proto: u8, _pad: u8 }
+}
+
+impl FragKey {
+    pub const fn new(saddr: u32, daddr: u32, id: u16, proto: u8) -> Self {
+        Self {
+            saddr,
+            daddr,
+            id,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+abi! {
+    /// How the first fragment was translated: the later ones get the same
+    /// addresses and go out of the same device (0: decide by address).
+    FragValue [12] { saddr: u32, daddr: u32, out_ifindex: u32 }
+}
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod frag;
 mod guard;
 mod icmp;
 mod maps;
@@ -82,7 +83,7 @@ fn ifindex(ctx: &TcContext) -> u32 {
 
 /// Translation shared by both hooks: ICMP errors and known flows.
 #[inline(always)]
-fn tracked(ctx: &TcContext, flow: &Flow) -> Result<Option<Action>, DropReason> {
+fn tracked(ctx: &TcContext, ip: &Ipv4View, flow: &Flow) -> Result<Option<Action>, DropReason> {
     if flow.is_icmp_error() {
         return match icmp::translate_error(ctx, flow)? {
             Some(n) => deliver(ctx, n.daddr, n.out_ifindex).map(Some),
@@ -92,6 +93,7 @@ fn tracked(ctx: &TcContext, flow: &Flow) -> Result<Option<Action>, DropReason> {
     if let Some(e) = nat::lookup(&flow.key, flow, ctx.len()) {
         nat::rewrite(ctx, flow, &e)?;
         count_kind(e.kind);
+        frag::remember(ip, e.saddr, e.daddr, e.out_ifindex);
         return deliver(ctx, e.daddr, e.out_ifindex).map(Some);
     }
     Ok(None)
@@ -102,9 +104,14 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         return Ok(Action::Pass);
     };
     let Some(flow) = Flow::parse(ctx, &ip)? else {
+        if ip.later_fragment
+            && let Some(action) = frag::follow(ctx, &ip)?
+        {
+            return Ok(action);
+        }
         return policy::from_outside(ip.daddr).map(|()| Action::Pass);
     };
-    if let Some(action) = tracked(ctx, &flow)? {
+    if let Some(action) = tracked(ctx, &ip, &flow)? {
         return Ok(action);
     }
     let k = &flow.key;
@@ -124,6 +131,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     nat::create_pair(&flow, &fwd, CT_REV_DNAT, ifindex(ctx), false, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_DNAT);
+    frag::remember(&ip, fwd.saddr, fwd.daddr, 0);
     deliver(ctx, fwd.daddr, 0)
 }
 
@@ -143,6 +151,16 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     };
     let verdict = policy::filters(ip.saddr, ip.daddr, ip.proto, ports)?;
     let Some(flow) = flow else {
+        if ip.later_fragment {
+            if let Some(action) = frag::follow(ctx, &ip)? {
+                return Ok(action);
+            }
+            // Its first fragment was not translated: it must not leave with
+            // the container's private source.
+            if would_masquerade(ip.saddr, ip.daddr) {
+                return Err(DropReason::Fragment);
+            }
+        }
         // Protocols cnet does not translate, and later fragments: icc and
         // --internal apply to them as to everything else.
         if verdict == policy::Verdict::None {
@@ -151,7 +169,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         }
         return Ok(Action::Pass);
     };
-    if let Some(action) = tracked(ctx, &flow)? {
+    if let Some(action) = tracked(ctx, &ip, &flow)? {
         return Ok(action);
     }
     if verdict == policy::Verdict::None {
@@ -181,14 +199,11 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         nat::create_pair(&flow, &fwd, CT_REV_DNAT, 0, false, ctx.len())?;
         nat::rewrite(ctx, &flow, &fwd)?;
         count_kind(CT_DNAT);
+        frag::remember(&ip, fwd.saddr, fwd.daddr, 0);
         return deliver(ctx, fwd.daddr, 0);
     }
     // Masquerade: leaving the host through an uplink.
-    if maps::config().flags & CONFIG_MASQUERADE == 0
-        || policy::network_flags(k.saddr) & NETWORK_NO_MASQ != 0
-        || maps::is_host_addr(k.daddr)
-        || maps::ENDPOINTS.get_ptr(k.daddr).is_some()
-    {
+    if !would_masquerade(k.saddr, k.daddr) {
         return Ok(Action::Pass);
     }
     let Some((egress, addr)) = redirect::uplink_for(ctx, &flow, ifindex(ctx)) else {
@@ -197,7 +212,18 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let fwd = nat::masquerade(ctx, &flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_SNAT);
+    frag::remember(&ip, fwd.saddr, fwd.daddr, egress);
     deliver(ctx, fwd.daddr, egress)
+}
+
+/// Whether a packet from container `saddr` to `daddr` leaves the host
+/// masqueraded (not to the host, not to a container, masquerade on).
+#[inline(always)]
+fn would_masquerade(saddr: u32, daddr: u32) -> bool {
+    maps::config().flags & CONFIG_MASQUERADE != 0
+        && policy::network_flags(saddr) & NETWORK_NO_MASQ == 0
+        && !maps::is_host_addr(daddr)
+        && maps::ENDPOINTS.get_ptr(daddr).is_none()
 }
 
 #[cfg(not(test))]

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use cnet_common::maps::{
     ALLOW_MAX, AllowKey, CONNTRACK_MAX, Config, CtEntry, CtKey, ENDPOINTS_MAX, Endpoint,
-    FILTERS_MAX, Filter, HOST_ADDRS_MAX, NETWORKS_MAX, Network, PORTS_MAX, PortKey, PortValue,
-    SOCK_REV_MAX, SockRevKey, SockRevValue, UPLINKS_MAX, Uplink,
+    FILTERS_MAX, FRAGS_MAX, Filter, FragKey, FragValue, HOST_ADDRS_MAX, NETWORKS_MAX, Network,
+    PORTS_MAX, PortKey, PortValue, SOCK_REV_MAX, SockRevKey, SockRevValue, UPLINKS_MAX, Uplink,
 };
 
 #[map(name = "STATS")]
@@ -45,6 +45,9 @@ pub static ALLOW: HashMap<AllowKey, u32> = HashMap::with_max_entries(ALLOW_MAX, 
 
 #[map(name = "FILTERS")]
 pub static FILTERS: Array<Filter> = Array::with_max_entries(FILTERS_MAX, 0);
+
+#[map(name = "FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAGS_MAX, 0);
 
 #[map(name = "FILTER_STATS")]
 pub static FILTER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FILTERS_MAX, 0);

@@ -28,6 +28,10 @@ pub struct Ipv4View {
     pub hlen: usize,
     /// Fragment offset != 0: a later fragment carries no L4 header.
     pub later_fragment: bool,
+    /// More fragments follow (with `later_fragment` false: the first one).
+    pub more_fragments: bool,
+    /// The IP identification, in network byte order.
+    pub id: u16,
 }
 
 impl Ipv4View {
@@ -59,6 +63,10 @@ impl Ipv4View {
                 .map_err(|_| DropReason::MalformedIp)?,
             hlen,
             later_fragment: u16::from_be(frag) & 0x1fff != 0,
+            more_fragments: u16::from_be(frag) & 0x2000 != 0,
+            id: ctx
+                .load(ETH_HLEN + 4)
+                .map_err(|_| DropReason::MalformedIp)?,
         }))
     }
 }

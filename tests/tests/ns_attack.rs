@@ -10,7 +10,7 @@ use std::process::Command;
 use cnet_tests::{
     cnet::Instance,
     netns::{Netns, addr, unique_name},
-    traffic::{Outcome, assert_reply, tcp_probe},
+    traffic::{Outcome, assert_reply, seen_source, tcp_probe},
 };
 
 fn ctr(base: &str) -> String {
@@ -352,4 +352,35 @@ fn masquerade_never_steals_a_host_sockets_replies() {
         "range released: {}",
         reserved()
     );
+}
+
+#[test]
+fn fragmented_datagrams_cross_dnat_and_masquerade() {
+    let mut inst = Instance::up(1, &[]);
+    let srv = cnet_tests::traffic::echo_server(&inst.topo.clients[0], &[9000]);
+    inst.topo.adopt(srv);
+    let dns = ctr("dns");
+    inst.run_server(&dns, &["-p", "5353:53/udp"], &[53]);
+    let client = inst.topo.clients[0].name.clone();
+    let big = "x".repeat(3000);
+    // Positive control: a small datagram both ways.
+    let to = format!("{}:5353", addr::host_uplink(0));
+    let r = cnet_tests::traffic::udp_request(&client, None, &to, "small").unwrap();
+    assert!(r.ends_with("small"), "{r}");
+    // 3000 bytes over a 1500-byte MTU: fragments in, fragments back.
+    let before = inst.stat("fragment_passed");
+    let r = cnet_tests::traffic::udp_request(&client, None, &to, &big).unwrap();
+    assert!(r.ends_with(&big), "the whole datagram came back");
+    assert_eq!(
+        seen_source(&r),
+        addr::client(0),
+        "the container saw the client"
+    );
+    assert!(inst.stat("fragment_passed") > before, "it was fragmented");
+    // And out of a container through masquerade, with the reply fragmented.
+    let r =
+        cnet_tests::traffic::udp_request(&dns, None, &format!("{}:9000", addr::client(0)), &big)
+            .unwrap();
+    assert!(r.ends_with(&big));
+    assert_eq!(seen_source(&r), addr::host_uplink(0), "masqueraded");
 }

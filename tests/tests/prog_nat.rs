@@ -550,6 +550,110 @@ fn masquerade_icmp_echo_and_error_translation() {
     });
 }
 
+/// `f` made a fragment: IP id `id`, more-fragments flag, offset in 8-byte
+/// units; the IPv4 header checksum fixed.
+fn fragment(mut f: Vec<u8>, id: u16, more: bool, offset8: u16) -> Vec<u8> {
+    f[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
+    let fo = (u16::from(more) << 13) | offset8;
+    f[14 + 6..14 + 8].copy_from_slice(&fo.to_be_bytes());
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let ck = cnet_common::csum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&ck.to_be_bytes());
+    f
+}
+
+fn addrs_of(f: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    let ip = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+    (ip(frames::off::IP_SRC), ip(frames::off::IP_DST))
+}
+
+#[test]
+fn later_fragments_follow_their_first_through_dnat_and_masquerade() {
+    with_uplink(|l| {
+        // DNAT: the first fragment of a datagram to a published UDP port...
+        let first = fragment(
+            frames::udp((CLIENT, 5353), (HOST, 8080), &[7u8; 64]),
+            0x1234,
+            true,
+            0,
+        );
+        let r = l.run_tc(UPLINK, &first);
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        assert_eq!(addrs_of(&r.frame), (CLIENT, C1));
+        // ...and a later one (no UDP header) get the same destination.
+        let later = fragment(
+            frames::udp((CLIENT, 5353), (HOST, 8080), &[9u8; 64]),
+            0x1234,
+            false,
+            9,
+        );
+        let r = l.run_tc(UPLINK, &later);
+        assert_eq!(r.verdict, TC_ACT_REDIRECT, "delivered into C1");
+        assert_eq!(addrs_of(&r.frame), (CLIENT, C1));
+        assert_eq!(
+            cnet_common::csum::checksum(&r.frame[14..34]),
+            0,
+            "IP checksum"
+        );
+        assert_eq!(
+            &r.frame[34..],
+            &later[34..],
+            "the fragment's data is untouched"
+        );
+        assert_eq!(&r.frame[0..6], &C1_MAC);
+
+        // Masquerade: a container's fragmented datagram leaves with the host's address.
+        let first = fragment(
+            frames::udp((C1, 7000), (CLIENT, 53), &[1u8; 64]),
+            77,
+            true,
+            0,
+        );
+        let r = l.run_tc(VETH, &first);
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        assert_eq!(addrs_of(&r.frame), (HOST, CLIENT));
+        let later = fragment(
+            frames::udp((C1, 7000), (CLIENT, 53), &[2u8; 64]),
+            77,
+            false,
+            9,
+        );
+        let r = l.run_tc(VETH, &later);
+        assert_eq!(r.verdict, TC_ACT_REDIRECT, "out of the uplink");
+        assert_eq!(
+            addrs_of(&r.frame),
+            (HOST, CLIENT),
+            "no private source leaks"
+        );
+        assert_eq!(cnet_common::csum::checksum(&r.frame[14..34]), 0);
+
+        // A later fragment whose first was never seen: dropped, never leaked.
+        let before = l.counter(DropReason::Fragment as u32);
+        let stray = fragment(
+            frames::udp((C2, 7000), (CLIENT, 53), &[3u8; 64]),
+            78,
+            false,
+            9,
+        );
+        let r = l.run_tc(VETH, &stray);
+        assert_eq!(r.verdict, TC_ACT_SHOT);
+        assert_eq!(
+            l.counter(DropReason::Fragment as u32) - before,
+            1,
+            "drop_frag"
+        );
+        // To the host itself an unknown later fragment is the stack's business.
+        let own = fragment(
+            frames::udp((CLIENT, 1), (HOST, 22), &[4u8; 64]),
+            79,
+            false,
+            9,
+        );
+        let r = l.run_tc(UPLINK, &own);
+        assert_eq!((r.verdict, &r.frame), (TC_ACT_OK, &own));
+    });
+}
+
 /// An ICMP error frame from `src` to `dst` embedding `orig` (IP header + 8 bytes).
 fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, orig: &[u8]) -> Vec<u8> {
     let mut icmp = vec![ty, code, 0, 0, 0, 0, 0, 0];
