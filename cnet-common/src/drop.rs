@@ -34,6 +34,8 @@ pub enum DropReason {
     /// A later IP fragment of a datagram whose first fragment was not seen
     /// (or not translated) that would otherwise leave untranslated.
     Fragment = 13,
+    /// A new flow whose reply tuple belongs to another live flow.
+    ConntrackConflict = 14,
 }
 
 /// Non-drop events that are counted as well.
@@ -68,6 +70,7 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (DropReason::NonIp as u32, "drop_non_ip"),
     (DropReason::NotPublished as u32, "drop_not_published"),
     (DropReason::Fragment as u32, "drop_frag"),
+    (DropReason::ConntrackConflict as u32, "drop_ct_conflict"),
     (Counter::Dnat as u32, "dnat"),
     (Counter::ReverseDnat as u32, "reverse_dnat"),
     (Counter::Snat as u32, "snat"),

@@ -253,6 +253,15 @@ pub const CT_SEEN_SYN: u8 = 1;
 pub const CT_SEEN_FIN: u8 = 2;
 pub const CT_SEEN_RST: u8 = 4;
 pub const CT_SEEN_ACK: u8 = 8;
+/// The flow has been answered (a packet matched the reverse entry); on both entries.
+pub const CT_SEEN_REPLY: u8 = 16;
+/// The other direction sent a FIN.
+pub const CT_SEEN_FIN_PEER: u8 = 32;
+
+/// Whether a `CT_*` kind is the reverse (reply) entry of a pair.
+pub const fn ct_is_reverse(kind: u8) -> bool {
+    kind == CT_REV_DNAT || kind == CT_REV_SNAT
+}
 
 abi! {
     /// Translation for packets matching the key: rewrite them to this tuple.
@@ -276,14 +285,36 @@ abi! {
     }
 }
 
-/// Seconds of idleness after which an entry is stale, by protocol and state.
-pub const fn ct_timeout_secs(proto: u8, tcp_seen: u8) -> u64 {
+/// A flow's state, as `conntrack -L` names it.
+pub const fn ct_state(proto: u8, seen: u8) -> &'static str {
+    let fin = seen & (CT_SEEN_FIN | CT_SEEN_FIN_PEER);
     match proto {
-        PROTO_TCP if tcp_seen & CT_SEEN_RST != 0 => 10,
-        PROTO_TCP if tcp_seen & CT_SEEN_FIN != 0 => 120,
-        PROTO_TCP if tcp_seen & CT_SEEN_ACK != 0 => 86_400,
-        PROTO_TCP => 60,
-        PROTO_UDP => 120,
+        PROTO_TCP if seen & CT_SEEN_RST != 0 => "CLOSE",
+        PROTO_TCP if fin == CT_SEEN_FIN | CT_SEEN_FIN_PEER => "TIME_WAIT",
+        PROTO_TCP if fin != 0 => "FIN_WAIT",
+        PROTO_TCP if seen & CT_SEEN_REPLY != 0 && seen & CT_SEEN_ACK != 0 => "ESTABLISHED",
+        PROTO_TCP if seen & CT_SEEN_REPLY != 0 => "SYN_RECV",
+        PROTO_TCP => "SYN_SENT",
+        _ if seen & CT_SEEN_REPLY != 0 => "ASSURED",
+        _ => "UNREPLIED",
+    }
+}
+
+/// Seconds of idleness after which an entry is stale, by protocol and state:
+/// netfilter's defaults (SYN-sent 120 s, established 5 days, FIN/close-wait
+/// 60 s, time-wait 120 s, close 10 s; UDP unreplied 30 s, assured 120 s;
+/// ICMP 30 s).
+pub const fn ct_timeout_secs(proto: u8, seen: u8) -> u64 {
+    let fin = seen & (CT_SEEN_FIN | CT_SEEN_FIN_PEER);
+    match proto {
+        PROTO_TCP if seen & CT_SEEN_RST != 0 => 10,
+        PROTO_TCP if fin == CT_SEEN_FIN | CT_SEEN_FIN_PEER => 120,
+        PROTO_TCP if fin != 0 => 60,
+        PROTO_TCP if seen & CT_SEEN_REPLY != 0 && seen & CT_SEEN_ACK != 0 => 432_000,
+        PROTO_TCP if seen & CT_SEEN_REPLY != 0 => 60,
+        PROTO_TCP => 120,
+        PROTO_UDP if seen & CT_SEEN_REPLY != 0 => 120,
+        PROTO_UDP => 30,
         _ => 30,
     }
 }

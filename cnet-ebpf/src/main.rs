@@ -24,12 +24,12 @@ use cnet_common::{
     DropReason,
     maps::{
         CONFIG_MASQUERADE, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, CtKey, NETWORK_NO_MASQ,
-        PROTO_ICMP, PROTO_TCP,
+        PROTO_ICMP,
     },
 };
 
 use crate::{
-    parse::{Flow, Ipv4View, TCP_RST},
+    parse::{Flow, Ipv4View},
     redirect::deliver,
     verdict::{Action, count_kind},
 };
@@ -115,9 +115,9 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         return Ok(action);
     }
     let k = &flow.key;
-    // A published port opens a flow on any TCP packet but a bare RST, so flows
-    // survive a conntrack flush (as netfilter's loose pickup does).
-    if k.proto == PROTO_ICMP || (k.proto == PROTO_TCP && flow.tcp_flags & TCP_RST != 0) {
+    // Only a SYN (or any UDP datagram) opens a flow to a published port: a
+    // stray ACK creates no state (netfilter without loose pickup).
+    if k.proto == PROTO_ICMP || !flow.may_open() {
         return policy::from_outside(k.daddr).map(|()| Action::Pass);
     }
     let Some(to) = maps::published(k.daddr, k.dport, k.proto) else {

@@ -14,8 +14,9 @@ use aya_ebpf::{
 use cnet_common::{
     DropReason,
     maps::{
-        CT_SEEN_ACK, CT_SEEN_FIN, CT_SEEN_RST, CT_SEEN_SYN, CtEntry, CtKey, MASQ_PORT_HI,
-        MASQ_PORT_LO, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PortKey, ct_timeout_secs,
+        CT_SEEN_ACK, CT_SEEN_FIN, CT_SEEN_FIN_PEER, CT_SEEN_REPLY, CT_SEEN_RST, CT_SEEN_SYN,
+        CtEntry, CtKey, MASQ_PORT_HI, MASQ_PORT_LO, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PortKey,
+        ct_is_reverse, ct_timeout_secs,
     },
 };
 
@@ -111,6 +112,27 @@ fn stale(e: &CtEntry, proto: u8, t: u64) -> bool {
     t.saturating_sub(e.last_seen) > ct_timeout_secs(proto, e.tcp_seen) * 1_000_000_000
 }
 
+/// Whether `p`, found under `partner`, really is the other half of the entry
+/// under `key` (it translates back to `key`'s tuple). A pair whose halves
+/// went separate ways (LRU eviction, a re-used tuple) is never torn down by
+/// the wrong half.
+#[inline(always)]
+fn points_back(p: &CtEntry, key: &CtKey) -> bool {
+    p.saddr == key.daddr && p.daddr == key.saddr && p.sport == key.dport && p.dport == key.sport
+}
+
+/// Removes the entry under `key` and, if it still points back, its partner.
+#[inline(always)]
+fn remove_pair(key: &CtKey, partner: &CtKey) {
+    let _ = CONNTRACK.remove(key);
+    // SAFETY: value copied out at once.
+    if let Some(p) = unsafe { CONNTRACK.get(partner) }.copied()
+        && points_back(&p, key)
+    {
+        let _ = CONNTRACK.remove(partner);
+    }
+}
+
 /// Looks up `key`, refreshing the entry (time, counters, TCP state) and its
 /// partner's (the other direction's time and state), so a pair ages as one.
 /// A stale entry, or a closed TCP flow that a new SYN reopens on the same
@@ -125,11 +147,13 @@ pub fn lookup(key: &CtKey, flow: &Flow, len: u32) -> Option<CtEntry> {
     let e = unsafe { &mut *p };
     let partner = CtKey::new(e.daddr, e.saddr, e.dport, e.sport, key.proto);
     if stale(e, key.proto, t) || reopened(e, flow) {
-        let _ = CONNTRACK.remove(key);
-        let _ = CONNTRACK.remove(partner);
+        remove_pair(key, &partner);
         return None;
     }
-    let bits = seen_bits(flow);
+    let mut bits = seen_bits(flow);
+    if ct_is_reverse(e.kind) {
+        bits |= CT_SEEN_REPLY;
+    }
     e.last_seen = t;
     e.packets += 1;
     e.bytes += u64::from(len);
@@ -138,8 +162,14 @@ pub fn lookup(key: &CtKey, flow: &Flow, len: u32) -> Option<CtEntry> {
     if let Some(pp) = CONNTRACK.get_ptr_mut(partner) {
         // SAFETY: as above.
         let pe = unsafe { &mut *pp };
-        pe.last_seen = t;
-        pe.tcp_seen |= bits & (CT_SEEN_FIN | CT_SEEN_RST);
+        if points_back(pe, key) {
+            pe.last_seen = t;
+            let mut peer = bits & (CT_SEEN_RST | CT_SEEN_REPLY | CT_SEEN_ACK);
+            if bits & CT_SEEN_FIN != 0 {
+                peer |= CT_SEEN_FIN_PEER;
+            }
+            pe.tcp_seen |= peer;
+        }
     }
     Some(out)
 }
@@ -150,7 +180,7 @@ pub fn lookup(key: &CtKey, flow: &Flow, len: u32) -> Option<CtEntry> {
 fn reopened(e: &CtEntry, flow: &Flow) -> bool {
     flow.key.proto == PROTO_TCP
         && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-        && e.tcp_seen & (CT_SEEN_FIN | CT_SEEN_RST) != 0
+        && e.tcp_seen & (CT_SEEN_FIN | CT_SEEN_FIN_PEER | CT_SEEN_RST) != 0
 }
 
 #[inline(always)]
@@ -205,22 +235,27 @@ pub fn create_pair(
 ) -> Result<bool, DropReason> {
     let rev_key = CtKey::new(fwd.daddr, fwd.saddr, fwd.dport, fwd.sport, flow.key.proto);
     let rev = entry(&flow.key.reversed(), rev_kind, rev_ifindex);
-    let flags = if exclusive { BPF_NOEXIST } else { BPF_ANY };
-    if CONNTRACK.insert(rev_key, rev, u64::from(flags)).is_err() {
-        if !exclusive {
-            return Err(DropReason::RewriteFailed);
-        }
-        // Taken: reuse it only if it went stale.
+    // Never over a live flow: the reverse tuple is what replies are matched on.
+    if CONNTRACK
+        .insert(rev_key, rev, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
         // SAFETY: value copied out immediately.
         let old = unsafe { CONNTRACK.get(rev_key) }.copied();
-        match old {
-            Some(o) if !stale(&o, flow.key.proto, now()) => return Ok(false),
-            _ => {
-                CONNTRACK
-                    .insert(rev_key, rev, 0)
-                    .map_err(|_| DropReason::RewriteFailed)?;
-            }
+        let ours = old.is_some_and(|o| points_back(&o, &flow.key.reversed()));
+        let live = old.is_some_and(|o| !stale(&o, flow.key.proto, now()));
+        if live && !ours {
+            // Taken by another live flow: a masquerade tries another port.
+            return if exclusive {
+                Ok(false)
+            } else {
+                Err(DropReason::ConntrackConflict)
+            };
         }
+        // Stale, or this very flow (its forward half was lost): replace it.
+        CONNTRACK
+            .insert(rev_key, rev, u64::from(BPF_ANY))
+            .map_err(|_| DropReason::RewriteFailed)?;
     }
     let mut f = *fwd;
     f.packets = 1;

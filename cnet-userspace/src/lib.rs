@@ -3,6 +3,7 @@
 //! instance's lock: validate, apply, roll back on failure.
 
 pub mod config;
+pub mod conntrack;
 pub mod container;
 pub mod crash;
 pub mod daemon;

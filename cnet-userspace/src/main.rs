@@ -125,6 +125,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The datapath's flow table (as `conntrack -L` / `-F`).
+    #[command(subcommand)]
+    Conntrack(ConntrackCmd),
     /// Allow/drop rules, applied live by XDP (from outside) and TC (from containers).
     #[command(subcommand)]
     Filter(FilterCmd),
@@ -136,6 +139,17 @@ enum Cmd {
         #[arg(long, default_value = cnet::daemon::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ConntrackCmd {
+    /// List the live flows: tuple, translation, state, expiry, counters.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every flow (established connections re-open only with a new SYN).
+    Flush,
 }
 
 #[derive(Subcommand)]
@@ -422,6 +436,19 @@ fn dispatch(cli: Cli) -> Result<i32> {
             println!("{id}");
         }
         Cmd::Filter(FilterCmd::Ls) => print!("{}", cnet::filter::ls(&paths)?),
+        Cmd::Conntrack(ConntrackCmd::Ls { json }) => {
+            let flows = cnet::conntrack::list(&paths)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&flows)?);
+            } else {
+                print!("{}", cnet::conntrack::render(&flows));
+            }
+        }
+        Cmd::Conntrack(ConntrackCmd::Flush) => {
+            let _lock = cnet::state::Lock::take(&paths)?;
+            let n = cnet::conntrack::flush(&paths)?;
+            eprintln!("cnet: {n} flow entries deleted");
+        }
         Cmd::Filter(FilterCmd::Rm { id }) => cnet::filter::rm(&paths, id)?,
     }
     Ok(0)

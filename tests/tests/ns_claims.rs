@@ -291,3 +291,38 @@ fn daemon_json_keys_alone_and_the_environment_variables() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn conntrack_ls_shows_flows_and_flush_clears_them() {
+    let inst = Instance::up(1, &[]);
+    let dns = ctr("dns");
+    inst.run_server(&dns, &["-p", "5353:53/udp"], &[53]);
+    let client = inst.topo.clients[0].name.clone();
+    let from = format!("{}:41000", addr::client(0));
+    let to = format!("{}:5353", addr::host_uplink(0));
+    let r = cnet_tests::traffic::udp_request(&client, Some(&from), &to, "q").unwrap();
+    assert!(r.ends_with("|q"));
+    let flows: serde_json::Value =
+        serde_json::from_str(&inst.ok(&["conntrack", "ls", "--json"])).unwrap();
+    let f = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["src"] == from.as_str())
+        .unwrap_or_else(|| panic!("no flow from {from}: {flows}"));
+    assert_eq!(f["proto"], "udp");
+    assert_eq!(f["to_dst"], "172.17.0.2:53", "{f}");
+    assert_eq!(f["kind"], "dnat");
+    assert_eq!(f["state"], "ASSURED", "answered: {f}");
+    assert!(
+        f["expires_in"].as_u64().unwrap() > 100,
+        "UDP assured: 120 s: {f}"
+    );
+    let text = inst.ok(&["conntrack", "ls"]);
+    assert!(text.contains(&format!("src={from}")), "{text}");
+    inst.ok(&["conntrack", "flush"]);
+    assert_eq!(inst.ok(&["conntrack", "ls"]), "", "flushed");
+    // The next datagram opens a new flow.
+    let r = cnet_tests::traffic::udp_request(&client, Some(&from), &to, "again").unwrap();
+    assert!(r.ends_with("|again"));
+}
