@@ -36,6 +36,9 @@ pub enum DropReason {
     Fragment = 13,
     /// A new flow whose reply tuple belongs to another live flow.
     ConntrackConflict = 14,
+    /// An ICMP error from a container about a flow it is not the receiver
+    /// of, or about nothing cnet translated while leaving the host.
+    IcmpForeign = 15,
 }
 
 /// Non-drop events that are counted as well.
@@ -71,6 +74,7 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (DropReason::NotPublished as u32, "drop_not_published"),
     (DropReason::Fragment as u32, "drop_frag"),
     (DropReason::ConntrackConflict as u32, "drop_ct_conflict"),
+    (DropReason::IcmpForeign as u32, "drop_icmp_foreign"),
     (Counter::Dnat as u32, "dnat"),
     (Counter::ReverseDnat as u32, "reverse_dnat"),
     (Counter::Snat as u32, "snat"),

@@ -97,11 +97,52 @@ fn set_outer(ctx: &TcContext, off: usize, old: u32, new: u32) -> Result<(), Drop
         .map_err(|_| DropReason::RewriteFailed)
 }
 
+/// The embedded L4 checksum (UDP, when not 0, and ICMP echo; TCP's lies
+/// past the 8 bytes an error carries) after the embedded tuple changed from
+/// `e` to `to`; the outer ICMP checksum follows it.
+#[inline(always)]
+fn fix_inner_l4(
+    ctx: &TcContext,
+    icmp_csum: usize,
+    inner: &Inner,
+    e: &CtKey,
+    to: &CtKey,
+) -> Result<(), DropReason> {
+    let off = match e.proto {
+        PROTO_UDP => inner.ports + 6,
+        PROTO_ICMP => inner.ports - 2,
+        _ => return Ok(()),
+    };
+    let old: u16 = ctx.load(off).map_err(|_| DropReason::RewriteFailed)?;
+    if e.proto == PROTO_UDP && old == 0 {
+        return Ok(());
+    }
+    let mut ck = u16::from_be(old);
+    if e.proto == PROTO_UDP {
+        ck = csum::update32(ck, u32::from_be(e.saddr), u32::from_be(to.saddr));
+        ck = csum::update32(ck, u32::from_be(e.daddr), u32::from_be(to.daddr));
+        ck = csum::update16(ck, u16::from_be(e.dport), u16::from_be(to.dport));
+    }
+    ck = csum::update16(ck, u16::from_be(e.sport), u16::from_be(to.sport));
+    let new = ck.to_be();
+    if new != old {
+        set_inner16(ctx, icmp_csum, off, old, new)?;
+    }
+    Ok(())
+}
+
 /// Translates an ICMP error whose embedded packet belongs to a tracked flow.
 /// Returns the translation applied to the embedded flow's reply direction
 /// (whose `daddr` is where the error now goes), or `None` if untracked.
+/// From a container (`from_container`), only the embedded packet's own
+/// receiver may report about it: a container cannot steer errors into
+/// another container's flow (`drop_icmp_foreign`).
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext, flow: &Flow) -> Result<Option<CtEntry>, DropReason> {
+pub fn translate_error(
+    ctx: &TcContext,
+    flow: &Flow,
+    from_container: bool,
+) -> Result<Option<CtEntry>, DropReason> {
     let Some(inner) = parse_inner(ctx, flow) else {
         return Ok(None);
     };
@@ -111,7 +152,12 @@ pub fn translate_error(ctx: &TcContext, flow: &Flow) -> Result<Option<CtEntry>, 
     let Some(n) = (unsafe { CONNTRACK.get(e.reversed()) }).copied() else {
         return Ok(None);
     };
+    if from_container && flow.key.saddr != e.daddr {
+        return Err(DropReason::IcmpForeign);
+    }
     let icmp_csum = flow.l4 + 2;
+    let to = CtKey::new(n.daddr, n.saddr, n.dport, n.sport, e.proto);
+    fix_inner_l4(ctx, icmp_csum, &inner, &e, &to)?;
     // The embedded packet becomes the reverse of the translated reply.
     if n.daddr != e.saddr {
         set_inner32(ctx, icmp_csum, &inner, inner.ip + 12, e.saddr, n.daddr)?;

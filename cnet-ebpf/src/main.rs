@@ -83,10 +83,20 @@ fn ifindex(ctx: &TcContext) -> u32 {
 
 /// Translation shared by both hooks: ICMP errors and known flows.
 #[inline(always)]
-fn tracked(ctx: &TcContext, ip: &Ipv4View, flow: &Flow) -> Result<Option<Action>, DropReason> {
+fn tracked(
+    ctx: &TcContext,
+    ip: &Ipv4View,
+    flow: &Flow,
+    from_container: bool,
+) -> Result<Option<Action>, DropReason> {
     if flow.is_icmp_error() {
-        return match icmp::translate_error(ctx, flow)? {
+        return match icmp::translate_error(ctx, flow, from_container)? {
             Some(n) => deliver(ctx, n.daddr, n.out_ifindex).map(Some),
+            // An error about nothing cnet translated must not leave a
+            // container with its private source.
+            None if from_container && would_masquerade(ip.saddr, ip.daddr) => {
+                Err(DropReason::IcmpForeign)
+            }
             None => Ok(None),
         };
     }
@@ -111,7 +121,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         }
         return policy::from_outside(ip.daddr).map(|()| Action::Pass);
     };
-    if let Some(action) = tracked(ctx, &ip, &flow)? {
+    if let Some(action) = tracked(ctx, &ip, &flow, false)? {
         return Ok(action);
     }
     let k = &flow.key;
@@ -169,7 +179,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         }
         return Ok(Action::Pass);
     };
-    if let Some(action) = tracked(ctx, &ip, &flow)? {
+    if let Some(action) = tracked(ctx, &ip, &flow, true)? {
         return Ok(action);
     }
     if verdict == policy::Verdict::None {

@@ -488,7 +488,8 @@ fn masquerade_icmp_echo_and_error_translation() {
         assert_eq!(verify(&r.frame), tuple(CLIENT, 77, C1, 77, 1));
 
         // A UDP flow, then "port unreachable" from the client about it.
-        let out = l.run_tc(VETH, &frames::udp((C1, 5001), (CLIENT, 9999), b"x"));
+        let orig = frames::udp((C1, 5001), (CLIENT, 9999), b"x");
+        let out = l.run_tc(VETH, &orig);
         let sent = verify(&out.frame);
         let embedded = &out.frame[14..14 + 28];
         let err = icmp_error(CLIENT, HOST, 3, 3, embedded);
@@ -517,6 +518,17 @@ fn masquerade_icmp_echo_and_error_translation() {
             cnet_common::csum::checksum(&inner[..20]),
             0,
             "embedded IP checksum valid"
+        );
+        assert_eq!(
+            &inner[26..28],
+            &orig[34 + 6..34 + 8],
+            "embedded UDP checksum back to what the container sent"
+        );
+        let l4 = 14 + 20;
+        assert_eq!(
+            cnet_common::csum::checksum(&r.frame[l4..]),
+            0,
+            "outer ICMP checksum"
         );
         assert!((61000..=65535).contains(&sent.sport), "{}", sent.sport);
 
@@ -548,6 +560,41 @@ fn masquerade_icmp_echo_and_error_translation() {
         assert_eq!(cnet_common::csum::checksum(&inner[..20]), 0);
         assert_eq!(sent.dport, 443);
     });
+}
+
+#[test]
+fn icmp_errors_from_a_container_only_about_its_own_flows() {
+    let mut l = seeded();
+    // A client's UDP flow to C1 (8080 -> C1:80).
+    let q = frames::udp((CLIENT, 5353), (HOST, 8080), b"q");
+    let r = l.run_tc(UPLINK, &q);
+    assert_eq!(r.verdict, TC_ACT_REDIRECT);
+    let delivered = r.frame.clone();
+    // Allowed twin: C1 itself answers "port unreachable" about it.
+    let err = icmp_error(C1, CLIENT, 3, 3, &delivered[14..14 + 28]);
+    let r = l.run_tc(VETH, &err);
+    assert_eq!(r.verdict, TC_ACT_REDIRECT, "C1's own error is translated");
+    let inner = &r.frame[14 + 28..];
+    assert_eq!(
+        &inner[16..20],
+        &HOST.octets(),
+        "embedded destination restored"
+    );
+    assert_eq!(
+        &inner[26..28],
+        &q[34 + 6..34 + 8],
+        "embedded UDP checksum restored"
+    );
+    // C2 forging the same error about C1's flow: dropped.
+    let before = l.counter(DropReason::IcmpForeign as u32);
+    let forged = icmp_error(C2, CLIENT, 3, 3, &delivered[14..14 + 28]);
+    let r = l.run_tc(VETH, &forged);
+    assert_eq!(r.verdict, TC_ACT_SHOT);
+    assert_eq!(
+        l.counter(DropReason::IcmpForeign as u32) - before,
+        1,
+        "drop_icmp_foreign"
+    );
 }
 
 /// `f` made a fragment: IP id `id`, more-fragments flag, offset in 8-byte
@@ -666,8 +713,8 @@ fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, orig: &[u8]) -> Ve
     ip.extend_from_slice(&dst.octets());
     let ck = cnet_common::csum::checksum(&ip);
     ip[10..12].copy_from_slice(&ck.to_be_bytes());
-    let mut f = frames::MAC_A.to_vec();
-    f.extend_from_slice(&frames::MAC_B);
+    let mut f = frames::MAC_B.to_vec();
+    f.extend_from_slice(&frames::mac_of(src));
     f.extend_from_slice(&[0x08, 0x00]);
     f.extend_from_slice(&ip);
     f.extend_from_slice(&icmp);
