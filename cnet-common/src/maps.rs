@@ -36,9 +36,15 @@ pub const NETWORKS_MAX: u32 = 1024;
 pub const ALLOW: &str = "ALLOW";
 pub const ALLOW_MAX: u32 = 65536;
 /// Ordered filter rules: slot -> [`Filter`]; the first matching rule decides.
+/// Two sets of `FILTERS_MAX` slots: the datapath reads the one `FILTER_SET`
+/// names, userspace writes the other and then flips it, so a packet never
+/// sees a half-written list.
 pub const FILTERS: &str = "FILTERS";
 pub const FILTERS_MAX: u32 = 256;
-/// Per-CPU packet counts per filter slot.
+pub const FILTER_SLOTS: u32 = 2 * FILTERS_MAX;
+/// One `u32`: which half of `FILTERS` is live (0 or 1).
+pub const FILTER_SET: &str = "FILTER_SET";
+/// Per-CPU packet counts per filter rule id (survive reordering and swaps).
 pub const FILTER_STATS: &str = "FILTER_STATS";
 
 /// Every map, in the order `cnet up` pins them.
@@ -56,6 +62,7 @@ pub const ALL: &[&str] = &[
     FILTERS,
     FILTER_STATS,
     FRAGS,
+    FILTER_SET,
 ];
 
 /// Masquerade source ports (and ICMP ids) come from this range, which

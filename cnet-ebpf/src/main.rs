@@ -113,7 +113,11 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let Some(ip) = Ipv4View::parse(ctx)? else {
         return Ok(Action::Pass);
     };
-    let Some(flow) = Flow::parse(ctx, &ip)? else {
+    let flow = Flow::parse(ctx, &ip)?;
+    // Filters see everything from outside, as it will be delivered.
+    let dport = flow.as_ref().map(|f| f.key.dport).unwrap_or(0);
+    policy::filters_delivered(ip.saddr, ip.daddr, ip.proto, dport, true)?;
+    let Some(flow) = flow else {
         if ip.later_fragment
             && let Some(action) = frag::follow(ctx, &ip)?
         {
@@ -154,12 +158,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         .as_ref()
         .map(|f| (f.key.sport, f.key.dport))
         .unwrap_or((0, 0));
-    let ports = if ip.proto == PROTO_ICMP {
-        0
-    } else {
-        u16::from_be(dport)
-    };
-    let verdict = policy::filters(ip.saddr, ip.daddr, ip.proto, ports)?;
+    let verdict = policy::filters_delivered(ip.saddr, ip.daddr, ip.proto, dport, true)?;
     let Some(flow) = flow else {
         if ip.later_fragment {
             if let Some(action) = frag::follow(ctx, &ip)? {
@@ -179,6 +178,11 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         }
         return Ok(Action::Pass);
     };
+    // About to expire on its way out: untranslated to the stack, which sends
+    // the container ICMP time exceeded from the gateway (traceroute's first hop).
+    if ip.ttl <= 1 && maps::ENDPOINTS.get_ptr(ip.daddr).is_none() {
+        return Ok(Action::Pass);
+    }
     if let Some(action) = tracked(ctx, &ip, &flow, true)? {
         return Ok(action);
     }

@@ -3,11 +3,11 @@
 //! while packet tests get private maps.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use cnet_common::maps::{
     ALLOW_MAX, AllowKey, CONNTRACK_MAX, Config, CtEntry, CtKey, ENDPOINTS_MAX, Endpoint,
-    FILTERS_MAX, FRAGS_MAX, Filter, FragKey, FragValue, HOST_ADDRS_MAX, NETWORKS_MAX, Network,
+    FILTER_SLOTS, FRAGS_MAX, Filter, FragKey, FragValue, HOST_ADDRS_MAX, NETWORKS_MAX, Network,
     PORTS_MAX, PortKey, PortValue, SOCK_REV_MAX, SockRevKey, SockRevValue, UPLINKS_MAX, Uplink,
 };
 
@@ -44,13 +44,16 @@ pub static NETWORKS: HashMap<u32, Network> = HashMap::with_max_entries(NETWORKS_
 pub static ALLOW: HashMap<AllowKey, u32> = HashMap::with_max_entries(ALLOW_MAX, 0);
 
 #[map(name = "FILTERS")]
-pub static FILTERS: Array<Filter> = Array::with_max_entries(FILTERS_MAX, 0);
+pub static FILTERS: Array<Filter> = Array::with_max_entries(FILTER_SLOTS, 0);
+
+#[map(name = "FILTER_SET")]
+pub static FILTER_SET: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAGS_MAX, 0);
 
 #[map(name = "FILTER_STATS")]
-pub static FILTER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FILTERS_MAX, 0);
+pub static FILTER_STATS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(FILTER_SLOTS, 0);
 
 #[inline(always)]
 pub fn is_host_addr(addr: u32) -> bool {

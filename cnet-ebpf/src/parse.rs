@@ -32,6 +32,7 @@ pub struct Ipv4View {
     pub more_fragments: bool,
     /// The IP identification, in network byte order.
     pub id: u16,
+    pub ttl: u8,
 }
 
 impl Ipv4View {
@@ -66,6 +67,9 @@ impl Ipv4View {
             more_fragments: u16::from_be(frag) & 0x2000 != 0,
             id: ctx
                 .load(ETH_HLEN + 4)
+                .map_err(|_| DropReason::MalformedIp)?,
+            ttl: ctx
+                .load(ETH_HLEN + 8)
                 .map_err(|_| DropReason::MalformedIp)?,
         }))
     }

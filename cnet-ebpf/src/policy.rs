@@ -8,7 +8,33 @@ use cnet_common::{
     },
 };
 
-use crate::maps::{ALLOW, ENDPOINTS, FILTER_STATS, FILTERS, NETWORKS};
+use crate::maps::{ALLOW, ENDPOINTS, FILTER_SET, FILTER_STATS, FILTERS, NETWORKS};
+
+/// Filters a packet as it will be delivered: a published port is matched
+/// with the container's address and port (as Docker's DOCKER-USER chain sees
+/// it, after DNAT), on every hook. `dport` in network byte order.
+#[inline(always)]
+pub fn filters_delivered(
+    saddr: u32,
+    daddr: u32,
+    proto: u8,
+    dport: u16,
+    count_all: bool,
+) -> Result<Verdict, DropReason> {
+    let (mut d, mut p) = (daddr, dport);
+    if proto != PROTO_ICMP
+        && let Some(to) = crate::maps::published(daddr, dport, proto)
+    {
+        d = to.addr;
+        p = to.port;
+    }
+    let port = if proto == PROTO_ICMP {
+        0
+    } else {
+        u16::from_be(p)
+    };
+    filters(saddr, d, proto, port, count_all)
+}
 
 /// What the filter list says about a packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -19,18 +45,32 @@ pub enum Verdict {
     Allow,
 }
 
-/// Runs the filter rules in order on a packet (addresses in network byte
-/// order, `dport` in host order, 0 for protocols without ports).
+/// Runs the live set of filter rules in order on a packet (addresses in
+/// network byte order, `dport` in host order, 0 for protocols without
+/// ports). `count_all` false (XDP, which TC follows): only a matching drop
+/// rule is counted here, an allow rule is counted by TC, so every packet is
+/// counted once.
 #[inline(always)]
-pub fn filters(saddr: u32, daddr: u32, proto: u8, dport: u16) -> Result<Verdict, DropReason> {
+pub fn filters(
+    saddr: u32,
+    daddr: u32,
+    proto: u8,
+    dport: u16,
+    count_all: bool,
+) -> Result<Verdict, DropReason> {
+    let base = (FILTER_SET.get(0).copied().unwrap_or(0) & 1) * FILTERS_MAX;
     for slot in 0..FILTERS_MAX {
-        let Some(rule) = FILTERS.get(slot) else { break };
+        let Some(rule) = FILTERS.get(base + slot) else {
+            break;
+        };
         if rule.used == 0 {
             break;
         }
         if rule.matches(saddr, daddr, proto, dport) {
-            if let Some(c) = FILTER_STATS.get_ptr_mut(slot) {
-                // SAFETY: per-CPU slot.
+            if (count_all || rule.action == FILTER_DROP)
+                && let Some(c) = FILTER_STATS.get_ptr_mut(&rule.id)
+            {
+                // SAFETY: this CPU's value.
                 unsafe { *c += 1 };
             }
             return match rule.action {

@@ -11,17 +11,42 @@ use cnet_common::DropReason;
 
 use crate::{
     maps::{ENDPOINTS, UPLINKS, config},
-    parse::Flow,
+    parse::{ETH_HLEN, Flow, IP_CSUM_OFF},
     verdict::Action,
 };
 
 const AF_INET: u8 = 2;
+
+/// A redirect forwards the packet past the stack, so it does what the stack's
+/// forwarding would: the TTL goes down by one. A packet that would expire
+/// (TTL <= 1) is handed to the stack instead, which answers with ICMP time
+/// exceeded. Returns whether the packet may be redirected.
+#[inline(always)]
+fn forward_ttl(ctx: &TcContext) -> Result<bool, DropReason> {
+    let word: u16 = ctx
+        .load(ETH_HLEN + 8)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    let [ttl, proto] = word.to_ne_bytes();
+    if ttl <= 1 {
+        return Ok(false);
+    }
+    let new = u16::from_ne_bytes([ttl - 1, proto]);
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(word), u64::from(new), 2)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    ctx.store(ETH_HLEN + 8, &(ttl - 1), 0)
+        .map_err(|_| DropReason::RewriteFailed)?;
+    Ok(true)
+}
 
 /// Sends the packet to `daddr`: into its container if it is one (setting the
 /// MACs a frame from the bridge would carry), else out of `out_ifindex` when
 /// set, else on to the host stack.
 #[inline(always)]
 pub fn deliver(ctx: &TcContext, daddr: u32, out_ifindex: u32) -> Result<Action, DropReason> {
+    let redirects = out_ifindex != 0 || ENDPOINTS.get_ptr(daddr).is_some();
+    if redirects && !forward_ttl(ctx)? {
+        return Ok(Action::Pass);
+    }
     // SAFETY: value copied out immediately.
     if let Some(ep) = unsafe { ENDPOINTS.get(daddr) }.copied() {
         let mac = config().bridge_mac;

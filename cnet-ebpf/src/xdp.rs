@@ -4,11 +4,10 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use cnet_common::{
     DropReason,
-    maps::{PROTO_ICMP, PROTO_TCP, PROTO_UDP},
-    port_host,
+    maps::{PROTO_TCP, PROTO_UDP},
 };
 
-use crate::{maps, policy};
+use crate::policy;
 
 const ETH_HLEN: usize = 14;
 
@@ -45,7 +44,7 @@ pub fn try_uplink_xdp(ctx: &XdpContext) -> Result<(), DropReason> {
     };
     // SAFETY: bounds checked by ptr_at.
     let hdr = unsafe { *hdr };
-    let (saddr, mut daddr) = (hdr[3], hdr[4]);
+    let (saddr, daddr) = (hdr[3], hdr[4]);
     let b = hdr[2].to_ne_bytes();
     let l4proto = b[1];
     let frag = u16::from_be_bytes([hdr[1].to_ne_bytes()[2], hdr[1].to_ne_bytes()[3]]) & 0x1fff;
@@ -57,17 +56,10 @@ pub fn try_uplink_xdp(ctx: &XdpContext) -> Result<(), DropReason> {
         // SAFETY: bounds checked by ptr_at.
         let ports = unsafe { *ports };
         dport = ports[1];
-        if let Some(to) = maps::published(daddr, dport, l4proto) {
-            daddr = to.addr;
-            dport = to.port;
-        }
     }
-    let port = if l4proto == PROTO_ICMP {
-        0
-    } else {
-        port_host(dport)
-    };
-    policy::filters(saddr, daddr, l4proto, port).map(|_| ())
+    // Drops here, before an skb exists; everything else is matched (and
+    // counted) again by the uplink's TC program.
+    policy::filters_delivered(saddr, daddr, l4proto, dport, false).map(|_| ())
 }
 
 #[inline(always)]

@@ -4,7 +4,7 @@
 use std::{fmt::Write as _, net::Ipv4Addr};
 
 use anyhow::{Context, Result, bail, ensure};
-use aya::maps::{Array, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
 use cnet_common::{
     addr_key,
     maps::{
@@ -151,63 +151,62 @@ pub fn sync(paths: &Paths, state: &State) -> Result<()> {
     Ok(())
 }
 
+/// Writes the rules into the half of FILTERS the datapath is not reading,
+/// then flips FILTER_SET to it: a packet sees the old list or the new one,
+/// never a mix. Every rule gets its counter (kept across changes).
 fn write_rules(paths: &Paths, state: &State) -> Result<()> {
     ensure!(
         state.filters.len() <= FILTERS_MAX as usize,
         "more than {FILTERS_MAX} filter rules"
     );
+    let mut stats: PerCpuHashMap<MapData, u32, u64> =
+        PerCpuHashMap::try_from(crate::loader::pinned(paths, maps::FILTER_STATS)?)
+            .context("map FILTER_STATS")?;
+    let cpus = aya::util::nr_cpus().map_err(|(p, e)| anyhow::anyhow!("{p}: {e}"))?;
+    for r in &state.filters {
+        if stats.get(&r.id, 0).is_err() {
+            stats
+                .insert(r.id, PerCpuValues::try_from(vec![0u64; cpus])?, 0)
+                .with_context(|| format!("counter of filter {}", r.id))?;
+        }
+    }
+    let mut set: Array<MapData, u32> =
+        Array::try_from(crate::loader::pinned(paths, maps::FILTER_SET)?)
+            .context("map FILTER_SET")?;
+    let live = set.get(&0, 0).context("reading FILTER_SET")? & 1;
+    let next = 1 - live;
+    let base = next * FILTERS_MAX;
     let mut arr: Array<MapData, Filter> =
         Array::try_from(crate::loader::pinned(paths, maps::FILTERS)?).context("map FILTERS")?;
-    // Write the new list back to front so that a packet never sees a rule
-    // list cut short in the middle of the update.
-    for slot in (state.filters.len()..FILTERS_MAX as usize).rev() {
-        arr.set(slot as u32, Filter::default(), 0)
-            .context("clearing a filter slot")?;
+    for slot in 0..FILTERS_MAX as usize {
+        let f = state.filters.get(slot).map(to_map).unwrap_or_default();
+        arr.set(base + slot as u32, f, 0)
+            .with_context(|| format!("writing filter slot {slot}"))?;
     }
-    for (slot, r) in state.filters.iter().enumerate().rev() {
-        arr.set(slot as u32, to_map(r), 0)
-            .with_context(|| format!("writing filter {}", r.id))?;
+    set.set(0, next, 0).context("switching FILTER_SET")?;
+    // Counters of rules that are gone.
+    let ids: Vec<u32> = stats.keys().filter_map(Result::ok).collect();
+    for id in ids {
+        if !state.filters.iter().any(|r| r.id == id) {
+            let _ = stats.remove(&id);
+        }
     }
     Ok(())
 }
 
 /// Packets matched per rule, by rule id.
 pub fn counters(paths: &Paths, state: &State) -> Result<Vec<(u32, u64)>> {
-    let stats: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(crate::loader::pinned(paths, maps::FILTER_STATS)?)
+    let stats: PerCpuHashMap<MapData, u32, u64> =
+        PerCpuHashMap::try_from(crate::loader::pinned(paths, maps::FILTER_STATS)?)
             .context("map FILTER_STATS")?;
-    state
+    Ok(state
         .filters
         .iter()
-        .enumerate()
-        .map(|(slot, r)| {
-            Ok((
-                r.id,
-                stats
-                    .get(&(slot as u32), 0)
-                    .context("reading FILTER_STATS")?
-                    .iter()
-                    .sum(),
-            ))
+        .map(|r| {
+            let n = stats.get(&r.id, 0).map(|v| v.iter().sum()).unwrap_or(0);
+            (r.id, n)
         })
-        .collect()
-}
-
-fn reset_counters(paths: &Paths, from_slot: usize) -> Result<()> {
-    let mut stats: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(crate::loader::pinned(paths, maps::FILTER_STATS)?)
-            .context("map FILTER_STATS")?;
-    let cpus = aya::util::nr_cpus().map_err(|(p, e)| anyhow::anyhow!("{p}: {e}"))?;
-    for slot in from_slot..FILTERS_MAX as usize {
-        stats
-            .set(
-                slot as u32,
-                aya::maps::PerCpuValues::try_from(vec![0u64; cpus])?,
-                0,
-            )
-            .context("resetting filter counters")?;
-    }
-    Ok(())
+        .collect())
 }
 
 pub fn add(paths: &Paths, spec: &FilterSpec) -> Result<u32> {
@@ -216,7 +215,6 @@ pub fn add(paths: &Paths, spec: &FilterSpec) -> Result<u32> {
     let rule = plan(&st, spec, id)?;
     st.filters.push(rule);
     st.next_filter_id = id + 1;
-    reset_counters(paths, st.filters.len() - 1)?;
     st.pending.push(Pending::Filters);
     crate::state::save(paths, &st)?;
     crate::crash::point("filter-add:journaled");
@@ -240,7 +238,6 @@ pub fn rm(paths: &Paths, id: u32) -> Result<()> {
     crate::crash::point("filter-rm:journaled");
     sync(paths, &st)?;
     crate::crash::point("filter-rm:synced");
-    reset_counters(paths, pos)?;
     st.pending.clear();
     crate::state::save(paths, &st)
 }

@@ -58,6 +58,12 @@ impl Instance {
     /// A topology with `clients` client namespaces and cnet up on it, with one
     /// uplink per client.
     pub fn up(clients: usize, extra: &[&str]) -> Self {
+        Self::up_env(clients, extra, &[])
+    }
+
+    /// Like [`Self::up`], with environment variables for that `cnet up` only
+    /// (never set them on the test process: parallel tests would inherit them).
+    pub fn up_env(clients: usize, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut topo = Topology::new(clients);
         let root = topo.tempdir();
         let cgroup = cgroup2_root().join(unique_name());
@@ -82,7 +88,13 @@ impl Instance {
             args.extend(["--uplink", u.as_str()]);
         }
         args.extend_from_slice(extra);
-        inst.ok(&args);
+        let out = inst.cnet_env(&args, env);
+        assert!(
+            out.status.success(),
+            "cnet {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
         inst
     }
 

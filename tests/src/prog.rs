@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 
@@ -85,6 +85,10 @@ impl Loaded {
     }
 
     /// A typed handle on a hash map.
+    pub fn array<V: aya::Pod>(&mut self, name: &str) -> aya::maps::Array<&mut MapData, V> {
+        aya::maps::Array::try_from(self.ebpf.map_mut(name).unwrap()).unwrap()
+    }
+
     pub fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
         HashMap::try_from(
             self.ebpf
@@ -149,21 +153,36 @@ impl Loaded {
 }
 
 impl Loaded {
-    /// Writes filter rules to slots 0.. in order.
+    /// Writes filter rules to slots 0.. of the live half (FILTER_SET is 0 in
+    /// a fresh object), rule i getting id i + 1 and a zeroed counter.
     pub fn set_filters(&mut self, rules: &[cnet_common::maps::Filter]) {
+        let cpus = aya::util::nr_cpus().unwrap();
+        {
+            let mut stats: PerCpuHashMap<&mut MapData, u32, u64> = PerCpuHashMap::try_from(
+                self.ebpf.map_mut(cnet_common::maps::FILTER_STATS).unwrap(),
+            )
+            .unwrap();
+            for i in 0..rules.len() as u32 {
+                stats
+                    .insert(i + 1, PerCpuValues::try_from(vec![0u64; cpus]).unwrap(), 0)
+                    .unwrap();
+            }
+        }
         let mut a: aya::maps::Array<&mut MapData, cnet_common::maps::Filter> =
             aya::maps::Array::try_from(self.ebpf.map_mut(cnet_common::maps::FILTERS).unwrap())
                 .unwrap();
         for (i, r) in rules.iter().enumerate() {
+            let mut r = *r;
+            r.id = i as u32 + 1;
             a.set(i as u32, r, 0).unwrap();
         }
     }
 
-    /// Packets counted for filter slot `slot`, summed over CPUs.
+    /// Packets counted for the rule in slot `slot` (id `slot + 1`), summed over CPUs.
     pub fn filter_count(&mut self, slot: u32) -> u64 {
-        let stats: PerCpuArray<&mut MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map_mut(cnet_common::maps::FILTER_STATS).unwrap())
+        let stats: PerCpuHashMap<&mut MapData, u32, u64> =
+            PerCpuHashMap::try_from(self.ebpf.map_mut(cnet_common::maps::FILTER_STATS).unwrap())
                 .unwrap();
-        stats.get(&slot, 0).unwrap().iter().sum()
+        stats.get(&(slot + 1), 0).unwrap().iter().sum()
     }
 }

@@ -384,3 +384,69 @@ fn fragmented_datagrams_cross_dnat_and_masquerade() {
     assert!(r.ends_with(&big));
     assert_eq!(seen_source(&r), addr::host_uplink(0), "masqueraded");
 }
+
+#[test]
+fn a_containers_traceroute_sees_the_gateway_as_first_hop() {
+    let inst = Instance::up(1, &[]);
+    let c = ctr("c");
+    inst.run_server(&c, &[], &[80]);
+    let ping = |ttl: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &c, "ping", "-c1", "-W1", "-t", ttl])
+            .arg(addr::client(0))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Positive control: with a normal TTL the client answers.
+    assert!(ping("64").contains("1 received"), "{}", ping("64"));
+    // TTL 1: the gateway (the host) says "time to live exceeded".
+    let out = ping("1");
+    assert!(
+        out.contains("172.17.0.1") && out.contains("Time to live exceeded"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_filter_on_a_container_port_holds_through_hairpin_and_every_interface() {
+    let inst = Instance::up(1, &[]);
+    let (web, other) = (ctr("web"), ctr("other"));
+    inst.run_server(&web, &["-p", "8080:80"], &[80]);
+    inst.run_server(&other, &[], &[80]);
+    let via = format!("{}:8080", addr::host_uplink(0));
+    // Positive controls: hairpin and a second LAN both reach web:80.
+    assert_reply(tcp_probe(&other, &via, "x"), "hairpin before the filter");
+    let (lan, host_ip) = second_lan(&inst, "lan1", 212);
+    let other2 = ctr("o2");
+    inst.run_server(&other2, &[], &[80]); // a mutating command: lan1 is covered
+    let via_lan = format!("{host_ip}:8080");
+    assert_reply(
+        tcp_probe(&lan.name, &via_lan, "x"),
+        "lan1 before the filter",
+    );
+    inst.ok(&[
+        "filter",
+        "add",
+        "--src",
+        "0.0.0.0/0",
+        "--dst",
+        &web,
+        "--proto",
+        "tcp",
+        "--dport",
+        "80",
+        "--action",
+        "drop",
+    ]);
+    inst.assert_drop(
+        "drop_filter",
+        2,
+        "hairpin through hostIP:8080 to web:80",
+        || tcp_probe(&other, &via, "x"),
+    );
+    inst.assert_drop("drop_filter", 2, "from a LAN without XDP", || {
+        tcp_probe(&lan.name, &via_lan, "x")
+    });
+    drop(lan);
+}

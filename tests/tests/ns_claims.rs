@@ -237,19 +237,7 @@ fn daemon_json_keys_alone_and_the_environment_variables() {
     .unwrap();
     let cfg_s = cfg.to_string_lossy().into_owned();
     // CNET_CONFIG instead of --config.
-    let inst = {
-        let prev = std::env::var_os("CNET_CONFIG");
-        // SAFETY: the variable is read by the cnet child processes only; this
-        // test binary's other tests do not read it.
-        unsafe { std::env::set_var("CNET_CONFIG", &cfg) };
-        let i = Instance::up(1, &[]);
-        match prev {
-            // SAFETY: as above.
-            Some(p) => unsafe { std::env::set_var("CNET_CONFIG", p) },
-            None => unsafe { std::env::remove_var("CNET_CONFIG") },
-        }
-        i
-    };
+    let inst = Instance::up_env(1, &[], &[("CNET_CONFIG", &cfg_s)]);
     let (a, b) = (ctr("a"), ctr("b"));
     inst.run_server(&a, &[], &[80]);
     inst.run_server(&b, &[], &[80]);

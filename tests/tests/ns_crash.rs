@@ -35,11 +35,15 @@ fn hash_len<K: aya::Pod, V: aya::Pod>(inst: &Instance, name: &str) -> usize {
 }
 
 fn filters_used(inst: &Instance) -> Vec<u32> {
+    let data = aya::maps::MapData::from_pin(inst.map_pin(maps::FILTER_SET)).unwrap();
+    let set =
+        aya::maps::Array::<_, u32>::try_from(aya::maps::Map::from_map_data(data).unwrap()).unwrap();
+    let base = set.get(&0, 0).unwrap() * maps::FILTERS_MAX;
     let data = aya::maps::MapData::from_pin(inst.map_pin(maps::FILTERS)).unwrap();
     let map = aya::maps::Map::from_map_data(data).unwrap();
     let arr = aya::maps::Array::<_, Filter>::try_from(map).unwrap();
     let mut ids = Vec::new();
-    for i in 0..arr.len() {
+    for i in base..base + maps::FILTERS_MAX {
         let f = arr.get(&i, 0).unwrap();
         let b: &[u8] = bytemuck::bytes_of(&f);
         // `used` (offset 22) ends the list; `id` is at offset 24.

@@ -8,9 +8,9 @@ use std::net::Ipv4Addr;
 use cnet_common::{
     DropReason,
     maps::{
-        CONNTRACK, CT_SEEN_ACK, CT_SEEN_FIN, CT_SEEN_FIN_PEER, CT_SEEN_REPLY, CT_SEEN_SYN, Config,
-        CtEntry, CtKey, ENDPOINTS, Endpoint, HOST_ADDRS, PORTS, PROTO_TCP, PROTO_UDP, PortKey,
-        PortValue, ct_state, ct_timeout_secs,
+        CONNTRACK, CT_SEEN_ACK, CT_SEEN_FIN, CT_SEEN_FIN_PEER, CT_SEEN_REPLY, CT_SEEN_RST,
+        CT_SEEN_SYN, Config, CtEntry, CtKey, ENDPOINTS, Endpoint, HOST_ADDRS, PORTS, PROTO_TCP,
+        PROTO_UDP, PortKey, PortValue, ct_state, ct_timeout_secs,
     },
     port_key,
 };

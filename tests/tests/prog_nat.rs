@@ -597,6 +597,43 @@ fn icmp_errors_from_a_container_only_about_its_own_flows() {
     );
 }
 
+fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+    f[14 + 8] = ttl;
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let ck = cnet_common::csum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&ck.to_be_bytes());
+    f
+}
+
+#[test]
+fn forwarding_decrements_the_ttl_and_hands_expiring_packets_to_the_stack() {
+    with_uplink(|l| {
+        // DNAT into a container: forwarded, TTL 64 -> 63, checksums valid.
+        let r = l.run_tc(
+            UPLINK,
+            &frames::tcp((CLIENT, 40000), (HOST, 8080), "S", b""),
+        );
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        assert_eq!(r.frame[14 + 8], 63);
+        verify(&r.frame);
+        // Masquerade out of the uplink: the same.
+        let r = l.run_tc(VETH, &frames::udp((C1, 5000), (CLIENT, 53), b"q"));
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        assert_eq!(r.frame[14 + 8], 63);
+        verify(&r.frame);
+        // TTL 1 from a container to the outside: untouched, to the stack
+        // (which answers time exceeded, as traceroute expects).
+        let f = with_ttl(frames::udp((C1, 5001), (CLIENT, 33434), b"t"), 1);
+        let r = l.run_tc(VETH, &f);
+        assert_eq!((r.verdict, &r.frame), (TC_ACT_OK, &f));
+        // TTL 1 to a published port: translated, but handed to the stack to expire.
+        let f = with_ttl(frames::tcp((CLIENT, 40001), (HOST, 8080), "S", b""), 1);
+        let r = l.run_tc(UPLINK, &f);
+        assert_eq!(r.verdict, TC_ACT_OK, "not redirected");
+        assert_eq!(r.frame[14 + 8], 1);
+    });
+}
+
 /// `f` made a fragment: IP id `id`, more-fragments flag, offset in 8-byte
 /// units; the IPv4 header checksum fixed.
 fn fragment(mut f: Vec<u8>, id: u16, more: bool, offset8: u16) -> Vec<u8> {

@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use cnet_common::{
     DropReason, addr_key,
     maps::{
-        ALLOW, AllowKey, ENDPOINTS, Endpoint, FILTER_ALLOW, FILTER_DROP, Filter, HOST_ADDRS,
-        NETWORK_ICC_OFF, NETWORKS, Network, PORTS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PortKey,
-        PortValue,
+        ALLOW, AllowKey, ENDPOINTS, Endpoint, FILTER_ALLOW, FILTER_DROP, FILTER_SET, FILTERS,
+        FILTERS_MAX, Filter, HOST_ADDRS, NETWORK_ICC_OFF, NETWORKS, Network, PORTS, PROTO_ICMP,
+        PROTO_TCP, PROTO_UDP, PortKey, PortValue,
     },
     port_key,
 };
@@ -19,6 +19,7 @@ use cnet_tests::{
 };
 
 const VETH: &str = "cnet_veth_ingress";
+const UPLINK: &str = "cnet_uplink_ingress";
 const XDP: &str = "cnet_uplink_xdp";
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -310,5 +311,59 @@ fn first_matching_rule_wins_and_allow_bypasses_icc() {
         l.run_tc(VETH, &f).verdict,
         TC_ACT_OK,
         "tcp from C3 is not filtered"
+    );
+}
+
+#[test]
+fn one_match_semantics_on_every_hook_counted_once() {
+    let mut l = seeded(true);
+    l.set_filters(&[
+        rule(ANY, (C1, 32), PROTO_TCP, (80, 80), FILTER_DROP),
+        rule((CLIENT, 32), ANY, 0, ALL_PORTS, FILTER_ALLOW),
+    ]);
+    // A container hairpinning through hostIP:8080 meets C1:80's rule (it was
+    // bypassed when the veth matched before DNAT).
+    let before = l.counter(DropReason::Filtered as u32);
+    let f = frames::tcp((C2, 40000), (HOST, 8080), "S", b"");
+    assert_eq!(l.run_tc(VETH, &f).verdict, TC_ACT_SHOT, "hairpin to C1:80");
+    assert_eq!(l.counter(DropReason::Filtered as u32) - before, 1);
+    // The uplink's TC program filters too (an interface without XDP).
+    let f = frames::tcp((CLIENT2, 40000), (HOST, 8080), "S", b"");
+    assert_eq!(
+        l.run_tc(UPLINK, &f).verdict,
+        TC_ACT_SHOT,
+        "TC on the uplink"
+    );
+    assert_eq!(l.filter_count(0), 2);
+    // An allowed packet passes XDP uncounted and is counted once by TC.
+    let f = frames::icmp_echo(CLIENT, HOST, 1, 1);
+    assert_eq!(l.run_xdp(XDP, &f).verdict, XDP_PASS);
+    assert_eq!(l.filter_count(1), 0, "XDP counts drops only");
+    assert_eq!(l.run_tc(UPLINK, &f).verdict, TC_ACT_OK);
+    assert_eq!(l.filter_count(1), 1, "TC counts the allow once");
+}
+
+#[test]
+fn the_rule_set_changes_atomically() {
+    let mut l = seeded(true);
+    l.set_filters(&[rule((CLIENT, 32), ANY, PROTO_ICMP, ALL_PORTS, FILTER_DROP)]);
+    let ping = frames::icmp_echo(CLIENT, HOST, 1, 1);
+    assert_eq!(l.run_xdp(XDP, &ping).verdict, XDP_DROP);
+    // A new list written into the other half changes nothing until the flip.
+    let mut allow = rule((CLIENT, 32), ANY, PROTO_ICMP, ALL_PORTS, FILTER_ALLOW);
+    allow.id = 9;
+    l.array::<Filter>(FILTERS)
+        .set(FILTERS_MAX, allow, 0)
+        .unwrap();
+    assert_eq!(
+        l.run_xdp(XDP, &ping).verdict,
+        XDP_DROP,
+        "still the live half"
+    );
+    l.array::<u32>(FILTER_SET).set(0, 1, 0).unwrap();
+    assert_eq!(
+        l.run_xdp(XDP, &ping).verdict,
+        XDP_PASS,
+        "the other half, whole"
     );
 }
