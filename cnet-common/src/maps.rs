@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn closing_tcp_flows_expire_sooner() {
-        let est = ct_timeout_secs(PROTO_TCP, CT_SEEN_SYN | CT_SEEN_ACK);
+        let est = ct_timeout_secs(PROTO_TCP, CT_SEEN_SYN | CT_SEEN_ACK | CT_SEEN_REPLY);
         assert!(ct_timeout_secs(PROTO_TCP, CT_SEEN_ACK | CT_SEEN_FIN) < est);
         assert!(ct_timeout_secs(PROTO_TCP, CT_SEEN_ACK | CT_SEEN_RST) < est);
         assert!(ct_timeout_secs(PROTO_TCP, CT_SEEN_SYN) < est);

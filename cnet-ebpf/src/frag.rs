@@ -29,7 +29,7 @@ pub fn remember(ip: &Ipv4View, saddr: u32, daddr: u32, out_ifindex: u32) {
         out_ifindex,
     };
     // An LRU map: a full table evicts the oldest datagram, never a live flow.
-    let _ = FRAGS.insert(&k, &v, 0);
+    let _ = FRAGS.insert(k, v, 0);
 }
 
 /// A later fragment: translated and delivered like its first fragment, or
@@ -38,7 +38,7 @@ pub fn remember(ip: &Ipv4View, saddr: u32, daddr: u32, out_ifindex: u32) {
 pub fn follow(ctx: &TcContext, ip: &Ipv4View) -> Result<Option<Action>, DropReason> {
     let k = FragKey::new(ip.saddr, ip.daddr, ip.id, ip.proto);
     // SAFETY: value copied out at once.
-    let Some(v) = (unsafe { FRAGS.get(&k) }).copied() else {
+    let Some(v) = (unsafe { FRAGS.get(k) }).copied() else {
         return Ok(None);
     };
     for (off, old, new) in [

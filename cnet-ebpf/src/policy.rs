@@ -68,7 +68,7 @@ pub fn filters(
         }
         if rule.matches(saddr, daddr, proto, dport) {
             if (count_all || rule.action == FILTER_DROP)
-                && let Some(c) = FILTER_STATS.get_ptr_mut(&rule.id)
+                && let Some(c) = FILTER_STATS.get_ptr_mut(rule.id)
             {
                 // SAFETY: this CPU's value.
                 unsafe { *c += 1 };
