@@ -111,7 +111,7 @@ fn tracked(
 
 fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let Some(ip) = Ipv4View::parse(ctx)? else {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     };
     let flow = Flow::parse(ctx, &ip)?;
     // Filters see everything from outside, as it will be delivered.
@@ -123,7 +123,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         {
             return Ok(action);
         }
-        return policy::from_outside(ip.daddr).map(|()| Action::Pass);
+        return policy::from_outside(ip.daddr).map(|()| Action::PASS);
     };
     if let Some(action) = tracked(ctx, &ip, &flow, false)? {
         return Ok(action);
@@ -132,10 +132,10 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     // Only a SYN (or any UDP datagram) opens a flow to a published port: a
     // stray ACK creates no state (netfilter without loose pickup).
     if k.proto == PROTO_ICMP || !flow.may_open() {
-        return policy::from_outside(k.daddr).map(|()| Action::Pass);
+        return policy::from_outside(k.daddr).map(|()| Action::PASS);
     }
     let Some(to) = maps::published(k.daddr, k.dport, k.proto) else {
-        return policy::from_outside(k.daddr).map(|()| Action::Pass);
+        return policy::from_outside(k.daddr).map(|()| Action::PASS);
     };
     let fwd = nat::entry(
         &CtKey::new(k.saddr, to.addr, k.sport, to.port, k.proto),
@@ -151,7 +151,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
 
 fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let Some(ip) = guard::from_container(ctx, ifindex(ctx))? else {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     };
     let flow = Flow::parse(ctx, &ip)?;
     let (sport, dport) = flow
@@ -176,12 +176,12 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
             policy::icc(ip.saddr, ip.daddr, ip.proto, sport, dport)?;
             policy::internal(ip.saddr, ip.daddr, maps::is_host_addr(ip.daddr))?;
         }
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     };
     // About to expire on its way out: untranslated to the stack, which sends
     // the container ICMP time exceeded from the gateway (traceroute's first hop).
     if ip.ttl <= 1 && maps::ENDPOINTS.get_ptr(ip.daddr).is_none() {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     }
     if let Some(action) = tracked(ctx, &ip, &flow, true)? {
         return Ok(action);
@@ -191,7 +191,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         policy::internal(ip.saddr, ip.daddr, maps::is_host_addr(ip.daddr))?;
     }
     if !flow.may_open() {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     }
     let k = &flow.key;
     // Hairpin: a container reaching a published port through a host address.
@@ -218,10 +218,10 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     }
     // Masquerade: leaving the host through an uplink.
     if !would_masquerade(k.saddr, k.daddr) {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     }
     let Some((egress, addr)) = redirect::uplink_for(ctx, &flow, ifindex(ctx)) else {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     };
     let fwd = nat::masquerade(ctx, &flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;

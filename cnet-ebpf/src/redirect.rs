@@ -45,7 +45,7 @@ fn forward_ttl(ctx: &TcContext) -> Result<bool, DropReason> {
 pub fn deliver(ctx: &TcContext, daddr: u32, out_ifindex: u32) -> Result<Action, DropReason> {
     let redirects = out_ifindex != 0 || ENDPOINTS.get_ptr(daddr).is_some();
     if redirects && !forward_ttl(ctx)? {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     }
     // SAFETY: value copied out immediately.
     if let Some(ep) = unsafe { ENDPOINTS.get(daddr) }.copied() {
@@ -56,14 +56,14 @@ pub fn deliver(ctx: &TcContext, daddr: u32, out_ifindex: u32) -> Result<Action, 
             .map_err(|_| DropReason::RewriteFailed)?;
         // SAFETY: plain helper call.
         let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) };
-        return Ok(Action::Redirect(rc as i32));
+        return Ok(Action::redirect(rc as i32));
     }
     if out_ifindex != 0 {
         // SAFETY: plain helper call; no explicit next hop (the helper looks it up).
         let rc = unsafe { bpf_redirect_neigh(out_ifindex, ptr::null_mut(), 0, 0) };
-        return Ok(Action::Redirect(rc as i32));
+        return Ok(Action::redirect(rc as i32));
     }
-    Ok(Action::Pass)
+    Ok(Action::PASS)
 }
 
 /// The uplink the host would route `flow` out of, with its masquerade address.

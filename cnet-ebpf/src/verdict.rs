@@ -4,12 +4,23 @@ use cnet_common::{Counter, DropReason};
 
 use crate::maps::STATS;
 
-/// What to do with a packet that is not dropped.
-pub enum Action {
+/// What to do with a packet that is not dropped: the TC code to return.
+/// A plain integer rather than an enum with a payload: every bit of a
+/// `Result<Action, DropReason>` is then defined on every path, which the
+/// verifier insists on (an enum's unused payload is "undefined" to LLVM and
+/// can surface as a read of an uninitialised register).
+#[derive(Clone, Copy)]
+pub struct Action(i32);
+
+impl Action {
     /// Hand the (possibly rewritten) packet on to the stack.
-    Pass,
-    /// A redirect helper already chose the device; return its code.
-    Redirect(i32),
+    pub const PASS: Self = Self(TC_ACT_OK as i32);
+
+    /// A redirect helper already chose the device: return its code.
+    #[inline(always)]
+    pub const fn redirect(code: i32) -> Self {
+        Self(code)
+    }
 }
 
 /// Adds one to a named counter slot on this CPU.
@@ -30,8 +41,7 @@ pub fn count_kind(kind: u8) {
 #[inline(always)]
 pub fn tc(result: Result<Action, DropReason>) -> i32 {
     match result {
-        Ok(Action::Pass) => TC_ACT_OK,
-        Ok(Action::Redirect(code)) => code,
+        Ok(Action(code)) => code,
         Err(reason) => {
             count(reason as u32);
             TC_ACT_SHOT

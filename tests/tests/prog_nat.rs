@@ -345,7 +345,14 @@ fn a_pair_ages_as_one_and_a_closed_flow_reopens() {
 /// Masquerade needs a FIB lookup, so it runs inside a throwaway host namespace
 /// with uplink `up0` (10.200.0.1/24) towards a client namespace.
 fn with_uplink<T: Send>(f: impl FnOnce(&mut Loaded) -> T + Send) -> T {
+    with_uplink_mtu(1500, f)
+}
+
+/// Like [`with_uplink`], with the uplink's MTU set to `mtu`.
+fn with_uplink_mtu<T: Send>(mtu: u32, f: impl FnOnce(&mut Loaded) -> T + Send) -> T {
     let topo = Topology::new(1);
+    topo.host
+        .ip(&["link", "set", "up0", "mtu", &mtu.to_string()]);
     let ifindex: u32 = topo
         .host
         .ip(&["-o", "link", "show", "up0"])
