@@ -42,6 +42,23 @@ pub struct RunOptions {
     pub cmd: Vec<String>,
 }
 
+/// A name that goes into a hosts file (`--network-alias`, `--alias`, the name
+/// of `--add-host`): letters, digits, `_`, `.` and `-`, starting with a letter
+/// or digit, at most 253 characters. Spaces, tabs and newlines would add
+/// hosts-file entries of their own.
+pub fn validate_host_name(what: &str, name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    ensure!(
+        ok,
+        "invalid {what} {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+    );
+    Ok(())
+}
+
 /// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`; cnet also caps the length.
 pub fn validate_name(name: &str) -> Result<()> {
     let mut chars = name.chars();
@@ -216,6 +233,7 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
                 .split_once(':')
                 .with_context(|| format!("--add-host {h:?}: expected NAME:IP"))?;
             ensure!(!n.is_empty(), "--add-host {h:?}: empty name");
+            validate_host_name("--add-host name", n)?;
             Ok((
                 n.to_string(),
                 ip.parse()
@@ -223,6 +241,9 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
             ))
         })
         .collect::<Result<_>>()?;
+    for a in &opts.aliases {
+        validate_host_name("--network-alias", a)?;
+    }
     if let Some(h) = &opts.hostname {
         let ok = !h.is_empty()
             && h.len() <= 63

@@ -213,6 +213,10 @@ pub fn add(paths: &Paths, spec: &FilterSpec) -> Result<u32> {
     let (_lock, mut st) = crate::open(paths)?;
     let id = st.next_filter_id.max(1);
     let rule = plan(&st, spec, id)?;
+    ensure!(
+        st.filters.len() < FILTERS_MAX as usize,
+        "cannot add filter: {FILTERS_MAX} rules is the limit; remove one with `cnet filter rm ID`"
+    );
     st.filters.push(rule);
     st.next_filter_id = id + 1;
     st.pending.push(Pending::Filters);

@@ -83,7 +83,31 @@ impl From<Cidr> for String {
 }
 
 /// Validates a bridge IP (`--bip`): a host address of its own subnet.
+/// Refuses prefixes no container network may use: "this network" 0.0.0.0/8,
+/// loopback 127.0.0.0/8, link-local 169.254.0.0/16, multicast 224.0.0.0/4
+/// and the reserved 240.0.0.0/4.
+pub fn check_usable(addr: Ipv4Addr, prefix: u8, what: &str) -> Result<()> {
+    const RESERVED: [([u8; 4], u8, &str); 5] = [
+        ([0, 0, 0, 0], 8, "\"this network\" 0.0.0.0/8"),
+        ([127, 0, 0, 0], 8, "loopback 127.0.0.0/8"),
+        ([169, 254, 0, 0], 16, "link-local 169.254.0.0/16"),
+        ([224, 0, 0, 0], 4, "multicast 224.0.0.0/4"),
+        ([240, 0, 0, 0], 4, "reserved 240.0.0.0/4"),
+    ];
+    let lo = u32::from(addr) & prefix_mask(prefix);
+    let hi = lo | !prefix_mask(prefix);
+    for (net, p, name) in RESERVED {
+        let rlo = u32::from(Ipv4Addr::from(net));
+        let rhi = rlo | !prefix_mask(p);
+        if lo <= rhi && rlo <= hi {
+            bail!("{what}: overlaps the {name} range, which no container network may use");
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_bip(bip: Cidr) -> Result<()> {
+    check_usable(bip.addr, bip.prefix, &format!("bip {bip}"))?;
     if bip.addr == bip.network() || bip.addr == bip.broadcast() {
         bail!("bridge IP {bip} is the network or broadcast address of its subnet");
     }

@@ -164,8 +164,11 @@ pub fn plan(state: &State, o: &CreateOptions, id: String) -> Result<Network> {
     let bridge = match options.get(OPT_NAME) {
         Some(b) => {
             ensure!(
-                !b.is_empty() && b.len() <= 15 && !b.contains('/') && !b.contains(' '),
-                "option {OPT_NAME}={b}: not a valid interface name"
+                !b.is_empty()
+                    && b.len() <= 15
+                    && b.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')),
+                "option {OPT_NAME}={b:?}: not a valid interface name (1-15 of [a-zA-Z0-9_.-])"
             );
             ensure!(
                 !net::link_exists(b),
@@ -183,6 +186,14 @@ pub fn plan(state: &State, o: &CreateOptions, id: String) -> Result<Network> {
                 s.contains('/') && (8..=30).contains(&net.prefix),
                 "--subnet {s}: expected ADDRESS/PREFIX with a prefix of 8-30"
             );
+            let (raw, _) = crate::ipam::split_cidr(s)?;
+            ensure!(
+                raw == net.addr,
+                "invalid subnet {s}: host bits are set (the network is {}/{})",
+                net.addr,
+                net.prefix
+            );
+            crate::ipam::check_usable(net.addr, net.prefix, &format!("--subnet {s}"))?;
             let gw = match &o.gateway {
                 Some(g) => g
                     .parse::<Ipv4Addr>()
@@ -546,6 +557,9 @@ pub fn connect(
         c.network != net_name && !c.extra.iter().any(|a| a.network == net_name),
         "container {ctr} is already connected to network {net_name}"
     );
+    for a in aliases {
+        container::validate_host_name("--alias", a)?;
+    }
     let used: Vec<Ipv4Addr> = st.members(net_name).into_iter().map(|m| m.0).collect();
     let addr = container::choose_ip(&view, ip, &used)?;
     let id = container::random_id()?;
@@ -554,7 +568,12 @@ pub fn connect(
         ip: addr,
         mac: ipam::mac_string(ipam::mac_for(addr)),
         veth: format!("veth{}", &id[..7]),
-        ifname: format!("eth{}", c.extra.len() + 1),
+        // The lowest free ethN: after a disconnect of eth1 while eth2 exists,
+        // a new connect takes eth1 again, never a name still in use.
+        ifname: (1..)
+            .map(|n| format!("eth{n}"))
+            .find(|n| !c.extra.iter().any(|a| &a.ifname == n))
+            .context("no free interface name")?,
         aliases: aliases.to_vec(),
         endpoint_id: id,
         phase: Phase::Creating,

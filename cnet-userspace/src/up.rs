@@ -49,8 +49,9 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
     let fresh = existing.is_none();
     let cfg = &opts.config;
     let want_bip = opts.bip.or(cfg.bip);
+    let mut dropped_uplinks = Vec::new();
     let mut state = match existing {
-        Some(s) => {
+        Some(mut s) => {
             if let Some(b) = want_bip
                 && b != s.bip
             {
@@ -58,6 +59,29 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                     "cnet is already up with bip {}; `cnet down` before changing it to {b}",
                     s.bip
                 );
+            }
+            if let Some(c) = &opts.cgroup
+                && s.cgroup.as_ref() != Some(c)
+            {
+                bail!(
+                    "cnet is already up with its host-local hooks on cgroup {}; `cnet down` before moving them to {}",
+                    s.cgroup
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "(none)".into()),
+                    c.display()
+                );
+            }
+            // New --uplink values apply: the ones no longer listed lose their
+            // uplink hooks (and keep publishing as plain host interfaces).
+            if !opts.uplinks.is_empty() && opts.uplinks != s.uplinks {
+                dropped_uplinks = s
+                    .uplinks
+                    .iter()
+                    .filter(|u| !opts.uplinks.contains(u))
+                    .cloned()
+                    .collect();
+                s.uplinks = opts.uplinks.clone();
             }
             s
         }
@@ -139,6 +163,10 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
         && !c.join("cgroup.procs").exists()
     {
         bail!("{} is not a cgroup v2 directory", c.display());
+    }
+    for u in &dropped_uplinks {
+        loader::detach(paths, &format!("uplink-{u}"))?;
+        loader::detach(paths, &format!("xdp-{u}"))?;
     }
     transaction(|undo| {
         let mounted = !paths.bpf().exists();
@@ -331,7 +359,8 @@ pub fn down(paths: &Paths) -> Result<()> {
     if let Err(e) = fs::remove_file(paths.state()) {
         errors.push(format!("removing {}: {e}", paths.state().display()));
     }
-    let _ = fs::remove_file(paths.lock());
+    // The lock file stays: removing it while held would let a second process
+    // lock a new file while a third still holds the old one.
     if !errors.is_empty() {
         bail!("cnet down left errors:\n  {}", errors.join("\n  "));
     }

@@ -1,0 +1,204 @@
+//! Control-plane bugs and validation gaps of the Docker-parity issue, each
+//! with the behaviour Docker users expect: a 257th filter refused before
+//! anything is saved, interface names never reused while in use, hosts-file
+//! names and bridge names validated, subnets with host bits or in reserved
+//! ranges refused, `up` applying a new uplink list and refusing a cgroup
+//! move, the lock file kept by `down`.
+#![allow(clippy::unwrap_used, reason = "tests panic on failure")]
+
+use cnet_tests::{
+    cnet::Instance,
+    netns::{addr, unique_name},
+    traffic::{assert_reply, tcp_probe},
+};
+
+fn ctr(base: &str) -> String {
+    format!("{base}-{}", unique_name())
+}
+
+fn state(inst: &Instance) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(inst.root.join("state.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_257th_filter_is_refused_and_nothing_is_saved() {
+    let inst = Instance::up(1, &[]);
+    for i in 0..256u32 {
+        let src = format!("198.51.100.{}/32", i % 256);
+        inst.ok(&[
+            "filter",
+            "add",
+            "--src",
+            &src,
+            "--dport",
+            &(1000 + i).to_string(),
+            "--proto",
+            "tcp",
+            "--action",
+            "drop",
+        ]);
+    }
+    let before = std::fs::read_to_string(inst.root.join("state.json")).unwrap();
+    let e = inst.fails(&["filter", "add", "--src", "203.0.113.1", "--action", "drop"]);
+    assert!(e.contains("256"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(inst.root.join("state.json")).unwrap(),
+        before,
+        "state unchanged"
+    );
+    // The instance still comes up (it failed on every later `up` before).
+    let cg = inst.cgroup.to_string_lossy().into_owned();
+    inst.ok(&["up", "--uplink", "up0", "--cgroup", &cg]);
+}
+
+#[test]
+fn connect_never_reuses_an_interface_name_in_use() {
+    let inst = Instance::up(1, &[]);
+    let c = ctr("c");
+    inst.run_server(&c, &[], &[80]);
+    for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+        inst.ok(&[
+            "network",
+            "create",
+            "--subnet",
+            &format!("10.81.{i}.0/24"),
+            n,
+        ]);
+    }
+    inst.ok(&["network", "connect", "n1", &c]);
+    inst.ok(&["network", "connect", "n2", &c]);
+    inst.ok(&["network", "disconnect", "n1", &c]);
+    inst.ok(&["network", "connect", "n3", &c]);
+    let st = state(&inst);
+    let names: Vec<(String, String)> = st["containers"][&c]["extra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["network"].as_str().unwrap().into(),
+                a["ifname"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("n2".to_string(), "eth2".to_string()),
+            ("n3".to_string(), "eth1".to_string())
+        ]
+    );
+    let links = cnet_tests::netns::ip(&["-n", &c, "-o", "-4", "addr"]);
+    assert!(
+        links.contains("eth1") && links.contains("10.81.2."),
+        "{links}"
+    );
+    assert!(
+        links.contains("eth2") && links.contains("10.81.1."),
+        "{links}"
+    );
+}
+
+#[test]
+fn names_subnets_and_bridge_names_are_validated() {
+    let inst = Instance::up(1, &[]);
+    let net = ctr("v");
+    inst.ok(&["network", "create", "--subnet", "10.82.0.0/24", &net]);
+    let name = ctr("bad");
+    for (flags, needle) in [
+        (
+            vec!["--network", net.as_str(), "--network-alias", "a b"],
+            "\"a b\"",
+        ),
+        (
+            vec!["--network", net.as_str(), "--network-alias", "a\nb"],
+            "a\\nb",
+        ),
+        (vec!["--add-host", "x y:10.0.0.1"], "\"x y\""),
+    ] {
+        let mut args = vec!["run", "-d", "--name", name.as_str()];
+        args.extend(flags.iter().copied());
+        args.extend(["--", "sleep", "1"]);
+        let e = inst.fails(&args);
+        assert!(e.contains(needle), "{flags:?}: {e}");
+        assert!(!std::path::Path::new("/run/netns").join(&name).exists());
+    }
+    let c = ctr("c");
+    inst.run_server(&c, &[], &[80]);
+    let e = inst.fails(&["network", "connect", "--alias", "bad\talias", &net, &c]);
+    assert!(e.contains("bad\\talias"), "{e}");
+    for (args, needle) in [
+        (
+            vec!["network", "create", "--subnet", "10.77.0.5/24", "x1"],
+            "10.77.0.5/24",
+        ),
+        (
+            vec!["network", "create", "--subnet", "127.1.0.0/16", "x2"],
+            "loopback",
+        ),
+        (
+            vec!["network", "create", "--subnet", "224.1.0.0/16", "x3"],
+            "multicast",
+        ),
+        (
+            vec!["network", "create", "--subnet", "0.1.0.0/16", "x4"],
+            "this network",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=br:x",
+                "x5",
+            ],
+            "br:x",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=br\tx",
+                "x6",
+            ],
+            "br\\tx",
+        ),
+    ] {
+        let e = inst.fails(&args);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    let ls = inst.ok(&["network", "ls"]);
+    assert!(
+        !ls.contains("x1") && !ls.contains("x5"),
+        "nothing created: {ls}"
+    );
+}
+
+#[test]
+fn up_applies_new_uplinks_refuses_a_cgroup_move_and_down_keeps_the_lock() {
+    let mut inst = Instance::up(2, &[]);
+    let web = ctr("web");
+    inst.run_server(&web, &["-p", "8080:80"], &[80]);
+    let cg = inst.cgroup.to_string_lossy().into_owned();
+    // Only up0 is an uplink now: up1 loses its uplink hook but still
+    // publishes, as every interface with a host address does.
+    inst.ok(&["up", "--uplink", "up0", "--cgroup", &cg]);
+    assert_eq!(state(&inst)["uplinks"], serde_json::json!(["up0"]));
+    assert!(
+        !inst.root.join("bpf/links/uplink-up1").exists(),
+        "uplink hook of up1 removed"
+    );
+    let c1 = inst.topo.clients[1].name.clone();
+    assert_reply(
+        tcp_probe(&c1, &format!("{}:8080", addr::host_uplink(1)), "x"),
+        "up1 still publishes",
+    );
+    let other = cnet_tests::cnet::cgroup2_root().join(unique_name());
+    std::fs::create_dir(&other).unwrap();
+    let e = inst.fails(&["up", "--cgroup", &other.to_string_lossy()]);
+    let _ = std::fs::remove_dir(&other);
+    assert!(e.contains("cnet down") && e.contains(&cg), "{e}");
+    inst.after_check().unwrap();
+    assert!(inst.root.join("lock").exists(), "down keeps the lock file");
+}
