@@ -39,6 +39,13 @@ pub enum DropReason {
     /// An ICMP error from a container about a flow it is not the receiver
     /// of, or about nothing cnet translated while leaving the host.
     IcmpForeign = 15,
+    /// Larger than the device it would leave by, without DF (DF packets are
+    /// answered with ICMP fragmentation needed, counted as `frag_needed_sent`).
+    TooBig = 22,
+    /// Not a drop: the packet is to be answered with "fragmentation needed"
+    /// by the tail-called program (the entry function does the tail call,
+    /// the only place the verifier allows it). Never counted under this slot.
+    AnswerFragNeeded = 24,
 }
 
 /// Non-drop events that are counted as well.
@@ -53,6 +60,8 @@ pub enum Counter {
     Fragment = 20,
     /// IPv4 options present (IHL > 5): handled with the real header length.
     IpOptions = 21,
+    /// ICMP "fragmentation needed" sent back for a DF packet too big for its way out.
+    FragNeeded = 23,
 }
 
 /// Number of slots in the `STATS` array.
@@ -75,12 +84,14 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (DropReason::Fragment as u32, "drop_frag"),
     (DropReason::ConntrackConflict as u32, "drop_ct_conflict"),
     (DropReason::IcmpForeign as u32, "drop_icmp_foreign"),
+    (DropReason::TooBig as u32, "drop_too_big"),
     (Counter::Dnat as u32, "dnat"),
     (Counter::ReverseDnat as u32, "reverse_dnat"),
     (Counter::Snat as u32, "snat"),
     (Counter::ReverseSnat as u32, "reverse_snat"),
     (Counter::Fragment as u32, "fragment_passed"),
     (Counter::IpOptions as u32, "ip_options"),
+    (Counter::FragNeeded as u32, "frag_needed_sent"),
 ];
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub const ALLOW_MAX: u32 = 65536;
 pub const FILTERS: &str = "FILTERS";
 pub const FILTERS_MAX: u32 = 256;
 pub const FILTER_SLOTS: u32 = 2 * FILTERS_MAX;
+/// Tail-call targets (a program array): slot 0 answers "fragmentation needed".
+pub const JUMPS: &str = "JUMPS";
 /// One `u32`: which half of `FILTERS` is live (0 or 1).
 pub const FILTER_SET: &str = "FILTER_SET";
 /// Per-CPU packet counts per filter rule id (survive reordering and swaps).
@@ -63,6 +65,7 @@ pub const ALL: &[&str] = &[
     FILTER_STATS,
     FRAGS,
     FILTER_SET,
+    JUMPS,
 ];
 
 /// Masquerade source ports (and ICMP ids) come from this range, which

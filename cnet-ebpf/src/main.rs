@@ -8,6 +8,7 @@ mod frag;
 mod guard;
 mod icmp;
 mod maps;
+mod mtu;
 mod nat;
 mod parse;
 mod policy;
@@ -38,7 +39,14 @@ use crate::{
 /// ports and reverse-translates replies to masqueraded flows.
 #[classifier]
 pub fn cnet_uplink_ingress(ctx: TcContext) -> i32 {
-    verdict::tc(try_uplink_ingress(&ctx))
+    mtu::verdict(&ctx, try_uplink_ingress(&ctx))
+}
+
+/// Reached by a tail call only: answers a DF packet that is too big for its
+/// way out with ICMP "fragmentation needed" (see `mtu`).
+#[classifier]
+pub fn cnet_frag_needed(ctx: TcContext) -> i32 {
+    verdict::tc(mtu::answer(&ctx))
 }
 
 /// XDP on an uplink: filter rules, before an skb exists.
@@ -51,7 +59,7 @@ pub fn cnet_uplink_xdp(ctx: XdpContext) -> u32 {
 /// Reverse-DNATs replies, masquerades outgoing flows, handles hairpin.
 #[classifier]
 pub fn cnet_veth_ingress(ctx: TcContext) -> i32 {
-    verdict::tc(try_veth_ingress(&ctx))
+    mtu::verdict(&ctx, try_veth_ingress(&ctx))
 }
 
 /// Host-local access: `connect()` to a published port goes to the container.
@@ -101,6 +109,7 @@ fn tracked(
         };
     }
     if let Some(e) = nat::lookup(&flow.key, flow, ctx.len()) {
+        mtu::check(ctx, e.daddr, e.out_ifindex, from_container)?;
         nat::rewrite(ctx, flow, &e)?;
         count_kind(e.kind);
         frag::remember(ip, e.saddr, e.daddr, e.out_ifindex);
@@ -223,6 +232,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let Some((egress, addr)) = redirect::uplink_for(ctx, &flow, ifindex(ctx)) else {
         return Ok(Action::PASS);
     };
+    mtu::check(ctx, k.daddr, egress, true)?;
     let fwd = nat::masquerade(ctx, &flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_SNAT);

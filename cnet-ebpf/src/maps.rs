@@ -3,7 +3,7 @@
 //! while packet tests get private maps.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
 };
 use cnet_common::maps::{
     ALLOW_MAX, AllowKey, CONNTRACK_MAX, Config, CtEntry, CtKey, ENDPOINTS_MAX, Endpoint,
@@ -45,6 +45,9 @@ pub static ALLOW: HashMap<AllowKey, u32> = HashMap::with_max_entries(ALLOW_MAX, 
 
 #[map(name = "FILTERS")]
 pub static FILTERS: Array<Filter> = Array::with_max_entries(FILTER_SLOTS, 0);
+
+#[map(name = "JUMPS")]
+pub static JUMPS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[map(name = "FILTER_SET")]
 pub static FILTER_SET: Array<u32> = Array::with_max_entries(1, 0);

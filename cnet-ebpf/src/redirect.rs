@@ -3,7 +3,10 @@
 use core::{mem, ptr};
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup,
+    },
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
@@ -75,7 +78,9 @@ pub fn uplink_for(ctx: &TcContext, flow: &Flow, ifindex: u32) -> Option<(u32, u3
     p.l4_protocol = flow.key.proto;
     p.sport = flow.key.sport;
     p.dport = flow.key.dport;
-    p.__bindgen_anon_1.tot_len = (ctx.len() as u16).saturating_sub(14);
+    // No length: the lookup then fills in the egress device even for a packet
+    // too big for it (see below); `mtu::check` decides what to do with those.
+    p.__bindgen_anon_1.tot_len = 0;
     p.ifindex = ifindex;
     p.__bindgen_anon_3.ipv4_src = flow.key.saddr;
     p.__bindgen_anon_4.ipv4_dst = flow.key.daddr;
@@ -88,7 +93,13 @@ pub fn uplink_for(ctx: &TcContext, flow: &Flow, ifindex: u32) -> Option<(u32, u3
             0,
         )
     };
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+    // Without a length the helper checks the skb against the egress device
+    // itself and reports FRAG_NEEDED with the device filled in: the route is
+    // still the answer, `mtu::check` deals with the size.
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS)
+        && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH)
+        && rc != i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED)
+    {
         return None;
     }
     // SAFETY: value copied out immediately.

@@ -20,6 +20,8 @@ use crate::state::Paths;
 pub const UPLINK_PROG: &str = "cnet_uplink_ingress";
 pub const UPLINK_XDP: &str = "cnet_uplink_xdp";
 pub const VETH_PROG: &str = "cnet_veth_ingress";
+/// Reached by tail call from the TC programs (never attached).
+pub const FRAG_NEEDED_PROG: &str = "cnet_frag_needed";
 /// The host-local hooks and their attach types.
 pub const SOCK_PROGS: &[(&str, CgroupSockAddrAttachType)] = &[
     ("cnet_connect4", CgroupSockAddrAttachType::Connect4),
@@ -113,7 +115,26 @@ pub fn load_and_pin(paths: &Paths) -> Result<()> {
         prog.pin(&pin)
             .with_context(|| format!("pinning {name} at {}", pin.display()))?;
     }
-    Ok(())
+    fill_jumps(&mut ebpf)
+}
+
+/// Puts the tail-call targets into the JUMPS program array (pinned with the
+/// maps, so it keeps them while no cnet process runs).
+pub fn fill_jumps(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let fd = ebpf
+        .program(FRAG_NEEDED_PROG)
+        .with_context(|| format!("no program {FRAG_NEEDED_PROG} in the object"))?
+        .fd()
+        .with_context(|| format!("{FRAG_NEEDED_PROG} is not loaded"))?
+        .try_clone()
+        .context("duplicating a program fd")?;
+    let map = ebpf
+        .map_mut(maps::JUMPS)
+        .with_context(|| format!("no map {} in the object", maps::JUMPS))?;
+    let mut jumps = aya::maps::ProgramArray::try_from(map).context("map JUMPS")?;
+    jumps
+        .set(0, &fd, 0)
+        .context("installing the fragmentation-needed program in JUMPS")
 }
 
 /// Attaches the pinned TC program `prog` to `iface`'s ingress and pins the

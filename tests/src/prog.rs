@@ -59,6 +59,7 @@ impl Loaded {
                 panic!("verifier rejected {name}: ...{tail}");
             }
         }
+        cnet::loader::fill_jumps(&mut ebpf).expect("JUMPS");
         Self { ebpf }
     }
 

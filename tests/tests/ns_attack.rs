@@ -450,3 +450,36 @@ fn a_filter_on_a_container_port_holds_through_hairpin_and_every_interface() {
     });
     drop(lan);
 }
+
+#[test]
+fn path_mtu_discovery_works_through_masquerade() {
+    let inst = Instance::up(1, &[]);
+    let c = ctr("c");
+    inst.run_server(&c, &[], &[80]);
+    let ping = |size: &str| {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &c, "ping", "-c1", "-W1", "-M", "do", "-s", size,
+            ])
+            .arg(addr::client(0))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // Positive control: 1500-byte packets go out while the uplink takes them.
+    let out = ping("1472");
+    assert!(out.contains("1 received"), "{out}");
+    // The uplink (host side) shrinks to 1400: the gateway says so, with the MTU.
+    inst.topo.host.ip(&["link", "set", "up0", "mtu", "1400"]);
+    let (out, d) = inst.counted("frag_needed_sent", || ping("1472"));
+    assert!(out.contains("mtu = 1400"), "{out}");
+    assert_eq!(
+        d,
+        1,
+        "one answer per too-big packet: {out} {}",
+        inst.stats()
+    );
+    // And the container's next packets fit.
+    let out = ping("1372");
+    assert!(out.contains("1 received"), "{out}");
+}

@@ -641,6 +641,52 @@ fn forwarding_decrements_the_ttl_and_hands_expiring_packets_to_the_stack() {
     });
 }
 
+/// A UDP frame of `payload` bytes from C1 with DF set or not.
+fn big_udp(sport: u16, payload: usize, df: bool) -> Vec<u8> {
+    let mut f = frames::udp((C1, sport), (CLIENT, 53), &vec![0u8; payload]);
+    f[14 + 6] = if df { 0x40 } else { 0 };
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let ck = cnet_common::csum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&ck.to_be_bytes());
+    f
+}
+
+#[test]
+fn a_df_packet_too_big_for_the_uplink_is_answered_with_frag_needed() {
+    with_uplink_mtu(1400, |l| {
+        // Positive control: a packet that fits goes out.
+        let r = l.run_tc(VETH, &big_udp(5000, 1000, true));
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        // 1500 bytes of IP with DF from C1 to the outside.
+        let f = big_udp(5001, 1472, true);
+        let sent = l.counter(Counter::FragNeeded as u32);
+        let r = l.run_tc(VETH, &f);
+        assert_eq!(r.verdict, TC_ACT_REDIRECT, "the answer goes back to C1");
+        assert_eq!(l.counter(Counter::FragNeeded as u32) - sent, 1);
+        let a = &r.frame;
+        assert_eq!(a.len(), 70);
+        assert_eq!(&a[0..6], &C1_MAC, "to the container");
+        assert_eq!(&a[6..12], &BRIDGE_MAC, "from the bridge");
+        assert_eq!(addrs_of(a), (GW, C1), "from the gateway");
+        assert_eq!(cnet_common::csum::checksum(&a[14..34]), 0, "IP checksum");
+        assert_eq!((a[34], a[35]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([a[40], a[41]]), 1400, "the uplink's MTU");
+        assert_eq!(cnet_common::csum::checksum(&a[34..]), 0, "ICMP checksum");
+        assert_eq!(&a[42..70], &f[14..42], "the original header, untranslated");
+        assert!(
+            l.conntrack().iter().all(|(k, _)| k.sport != port_key(5001)),
+            "no flow for a packet that never left"
+        );
+        // Without DF: dropped and counted.
+        let before = l.counter(DropReason::TooBig as u32);
+        assert_eq!(
+            l.run_tc(VETH, &big_udp(5002, 1472, false)).verdict,
+            TC_ACT_SHOT
+        );
+        assert_eq!(l.counter(DropReason::TooBig as u32) - before, 1);
+    });
+}
+
 /// `f` made a fragment: IP id `id`, more-fragments flag, offset in 8-byte
 /// units; the IPv4 header checksum fixed.
 fn fragment(mut f: Vec<u8>, id: u16, more: bool, offset8: u16) -> Vec<u8> {
