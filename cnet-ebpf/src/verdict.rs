@@ -14,7 +14,7 @@ pub struct Action(i32);
 
 impl Action {
     /// Hand the (possibly rewritten) packet on to the stack.
-    pub const PASS: Self = Self(TC_ACT_OK as i32);
+    pub const PASS: Self = Self(TC_ACT_OK);
 
     /// A redirect helper already chose the device: return its code.
     #[inline(always)]
