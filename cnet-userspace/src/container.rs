@@ -59,6 +59,22 @@ pub fn validate_host_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The container's command could not be started; `code` is the exit status
+/// Docker gives for it (127 not found, 126 not invocable).
+#[derive(Debug)]
+pub struct CommandError {
+    pub code: u8,
+    pub msg: String,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
 /// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`; cnet also caps the length.
 pub fn validate_name(name: &str) -> Result<()> {
     let mut chars = name.chars();
@@ -898,9 +914,18 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {:?} in container {}", c.cmd, c.name))?;
+    let child = cmd.spawn().map_err(|e| {
+        // Docker's exit codes: 127 when the command is not found, 126 when
+        // it cannot be invoked.
+        let code = match e.kind() {
+            std::io::ErrorKind::NotFound => 127,
+            _ => 126,
+        };
+        anyhow::Error::new(CommandError {
+            code,
+            msg: format!("starting {:?} in container {}: {e}", c.cmd, c.name),
+        })
+    })?;
     drop(ns);
     Ok(child)
 }

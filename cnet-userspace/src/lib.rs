@@ -29,7 +29,13 @@ use crate::state::{Lock, Paths};
 pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<i32> {
     let (name, mut child) = create_and_start(paths, opts, detach)?;
     if detach {
-        println!("{name}");
+        // As `docker run -d`: the full container id.
+        let st = state::load_up(paths)?;
+        let id = st
+            .containers
+            .get(&name)
+            .map_or(name.as_str(), |c| c.id.as_str());
+        println!("{id}");
         return Ok(0);
     }
     wait_foreground(paths, &name, &mut child)
@@ -151,39 +157,99 @@ pub(crate) fn recover_pending(paths: &Paths, st: &mut state::State) -> Result<bo
     Ok(true)
 }
 
-/// `cnet rm [-f] NAME...`: all names are checked before anything is removed.
-pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<()> {
+/// `cnet rm [-f] NAME|ID...`, all or nothing: every container is checked
+/// before anything is removed (the daemon's single-container route).
+pub fn rm(paths: &Paths, refs: &[String], force: bool) -> Result<()> {
     let (_lock, mut st) = open(paths)?;
-    for n in names {
-        let c = st
-            .containers
-            .get(n)
-            .with_context(|| format!("no such container: {n}"))?;
+    let mut names = Vec::new();
+    for r in refs {
+        let n = st.resolve(r)?;
+        let c = &st.containers[&n];
         if c.running() && !force {
-            anyhow::bail!("container {n} is running: use `cnet rm -f {n}`");
+            anyhow::bail!(
+                "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                c.id
+            );
         }
+        names.push(n);
     }
+    remove_names(paths, &mut st, &names)
+        .into_iter()
+        .find_map(|(_, e)| e)
+        .map_or(Ok(()), Err)
+}
+
+/// Journals `names` as removing, tears each down, saves; returns each name
+/// with the error its teardown met, if any.
+fn remove_names(
+    paths: &Paths,
+    st: &mut state::State,
+    names: &[String],
+) -> Vec<(String, Option<anyhow::Error>)> {
     for n in names {
         if let Some(c) = st.containers.get_mut(n) {
             c.phase = state::Phase::Removing;
         }
     }
-    state::save(paths, &st)?;
+    if let Err(e) = state::save(paths, st) {
+        return names
+            .iter()
+            .map(|n| (n.clone(), Some(anyhow::anyhow!("{e:#}"))))
+            .collect();
+    }
     crash::point("rm:journaled");
-    let mut result = Ok(());
+    let mut out = Vec::new();
     for n in names {
-        if let Err(e) = container::teardown(paths, &mut st, n) {
-            result = Err(e);
+        let r = container::teardown(paths, st, n).err();
+        out.push((n.clone(), r));
+    }
+    if let Err(e) = state::save(paths, st) {
+        out.push((String::new(), Some(e)));
+    }
+    out
+}
+
+/// `docker rm` as Docker does it: each container on its own; the ones that
+/// can go are removed, each failure is reported. Returns, per reference,
+/// `Ok(())` or why it stayed.
+pub fn rm_each(paths: &Paths, refs: &[String], force: bool) -> Result<Vec<Result<()>>> {
+    let (_lock, mut st) = open(paths)?;
+    let mut out = Vec::new();
+    let mut names = Vec::new();
+    for r in refs {
+        match st.resolve(r) {
+            Ok(n) if st.containers[&n].running() && !force => out.push(Err(anyhow::anyhow!(
+                "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                st.containers[&n].id
+            ))),
+            Ok(n) => {
+                names.push(n);
+                out.push(Ok(()));
+            }
+            Err(e) => out.push(Err(e)),
         }
     }
-    state::save(paths, &st)?;
-    result
+    let removed = remove_names(paths, &mut st, &names);
+    for (n, e) in removed {
+        let Some(e) = e else { continue };
+        match refs
+            .iter()
+            .zip(out.iter())
+            .position(|(r, o)| o.is_ok() && (r == &n || st.resolve(r).ok().as_deref() == Some(&n)))
+        {
+            Some(i) => out[i] = Err(e),
+            None => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// `cnet port add NAME SPEC`: publishes more ports of a running container,
 /// live (Docker cannot: moby#22133). Same forms and checks as `run -p`.
 pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::PortMapping>> {
     let (_lock, mut st) = open(paths)?;
+    let resolved = st.resolve(name)?;
+    let name = resolved.as_str();
     let c = st
         .containers
         .get(name)
@@ -232,6 +298,8 @@ pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::P
 /// conntrack entries, live.
 pub fn port_rm(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::PortMapping>> {
     let (_lock, mut st) = open(paths)?;
+    let resolved = st.resolve(name)?;
+    let name = resolved.as_str();
     let s: portspec::PublishSpec = spec.parse()?;
     let c = st
         .containers

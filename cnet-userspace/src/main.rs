@@ -1,7 +1,7 @@
 //! The `cnet` command line: argument parsing and dispatch only.
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use cnet::{
     container::RunOptions,
@@ -105,9 +105,16 @@ enum Cmd {
     },
     /// List containers.
     Ps {
-        /// Names only.
+        /// All containers (default: running ones).
+        #[arg(short, long)]
+        all: bool,
+        /// Short ids only.
         #[arg(short, long)]
         quiet: bool,
+        /// A Go-template per container, as Docker's: {{.ID}} {{.Names}}
+        /// {{.Ports}} {{.Status}} {{.Command}} {{.CreatedAt}} {{.Networks}} {{json .}}.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show containers as JSON, in Docker's shape.
     Inspect {
@@ -295,7 +302,13 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("cnet: {e:#}");
-            ExitCode::from(1)
+            // Docker's exit codes: 126/127 when the container's command
+            // cannot be invoked / is not found, 125 for cnet's own errors.
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<cnet::container::CommandError>())
+                .map_or(125, |c| c.code);
+            ExitCode::from(code)
         }
     }
 }
@@ -361,23 +374,43 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Network(n) => network_cmd(&paths, n)?,
         Cmd::Daemon { socket } => cnet::daemon::serve(&paths, &socket)?,
         Cmd::Rm { force, names } => {
-            cnet::rm(&paths, &names, force)?;
-            for n in names {
-                println!("{n}");
+            let mut failed = false;
+            for (n, r) in names.iter().zip(cnet::rm_each(&paths, &names, force)?) {
+                match r {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e:#}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Ok(1);
             }
         }
-        Cmd::Ps { quiet } => print!("{}", show::ps(&state::load_up(&paths)?, quiet)),
+        Cmd::Ps { all, quiet, format } => print!(
+            "{}",
+            show::ps(&state::load_up(&paths)?, all, quiet, format.as_deref())?
+        ),
         Cmd::Inspect { names } => {
+            // As Docker: the found ones are printed, each missing one is an
+            // error on stderr, and the exit status says some were missing.
             let st = state::load_up(&paths)?;
             let mut out = Vec::new();
+            let mut missing = 0;
             for n in &names {
-                let c = st
-                    .containers
-                    .get(n)
-                    .with_context(|| format!("no such container: {n}"))?;
-                out.push(show::inspect(&st, c));
+                match st.resolve(n) {
+                    Ok(name) => out.push(show::inspect(&st, &st.containers[&name])),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        missing += 1;
+                    }
+                }
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
+            if missing > 0 {
+                return Ok(1);
+            }
         }
         Cmd::Port { args } => match args.as_slice() {
             [verb, name, spec] if verb == "add" => {
@@ -390,10 +423,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
             [name] | [name, _] => {
                 let st = state::load_up(&paths)?;
-                let c = st
-                    .containers
-                    .get(name)
-                    .with_context(|| format!("no such container: {name}"))?;
+                let c = &st.containers[&st.resolve(name)?];
                 print!("{}", show::port(c, args.get(1).map(String::as_str))?);
             }
             _ => anyhow::bail!(

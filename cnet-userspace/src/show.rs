@@ -10,47 +10,188 @@ use crate::{
 };
 
 /// Docker's PORTS column: `0.0.0.0:8080->80/tcp, ...`.
+/// Docker's PORTS column: `0.0.0.0:8080->80/tcp`, consecutive mappings
+/// collapsed into ranges (`0.0.0.0:8000-8010->80-90/tcp`).
 pub fn ports_column(c: &Container) -> String {
-    c.ports
-        .iter()
-        .map(|m| {
+    let mut ms: Vec<&crate::portspec::PortMapping> = c.ports.iter().collect();
+    ms.sort_by_key(|m| (m.host_ip_str(), m.proto.to_string(), m.host_port));
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ms.len() {
+        let first = ms[i];
+        let mut last = first;
+        while i + 1 < ms.len() {
+            let n = ms[i + 1];
+            let next = n.host_ip_str() == first.host_ip_str()
+                && n.proto == first.proto
+                && u32::from(n.host_port) == u32::from(last.host_port) + 1
+                && u32::from(n.container_port) == u32::from(last.container_port) + 1;
+            if !next {
+                break;
+            }
+            last = n;
+            i += 1;
+        }
+        out.push(if last.host_port == first.host_port {
             format!(
                 "{}:{}->{}/{}",
-                m.host_ip_str(),
-                m.host_port,
-                m.container_port,
-                m.proto
+                first.host_ip_str(),
+                first.host_port,
+                first.container_port,
+                first.proto
             )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+        } else {
+            format!(
+                "{}:{}-{}->{}-{}/{}",
+                first.host_ip_str(),
+                first.host_port,
+                last.host_port,
+                first.container_port,
+                last.container_port,
+                first.proto
+            )
+        });
+        i += 1;
+    }
+    out.join(", ")
 }
 
-pub fn ps(state: &State, quiet: bool) -> String {
+/// Docker's COMMAND column: quoted, cut at 20 characters with an ellipsis.
+fn command_column(c: &Container) -> String {
+    let full = c.cmd.join(" ");
+    let cut: String = if full.chars().count() > 20 {
+        full.chars().take(19).collect::<String>() + "…"
+    } else {
+        full
+    };
+    format!("\"{cut}\"")
+}
+
+/// One `cnet ps` row's fields, by Docker's template names.
+fn ps_fields(c: &Container) -> Vec<(&'static str, String)> {
+    vec![
+        ("ID", c.id.chars().take(12).collect()),
+        ("Command", command_column(c)),
+        ("CreatedAt", c.created.clone()),
+        (
+            "Status",
+            if c.running() {
+                "Up".into()
+            } else {
+                "Exited".into()
+            },
+        ),
+        ("Ports", ports_column(c)),
+        ("Names", c.name.clone()),
+        ("Networks", c.network.clone()),
+    ]
+}
+
+/// Fills a Docker-style Go template (`{{.ID}}`, `{{.Names}}`, `{{.Ports}}`,
+/// `{{.Status}}`, `{{.Command}}`, `{{.CreatedAt}}`, `{{.Networks}}`, and
+/// `{{json .}}`); an unknown field is an error naming it.
+pub fn fill_template(tpl: &str, fields: &[(&'static str, String)]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = tpl;
+    while let Some(a) = rest.find("{{") {
+        out.push_str(&rest[..a]);
+        let b = rest[a..]
+            .find("}}")
+            .map(|b| a + b)
+            .ok_or_else(|| anyhow::anyhow!("--format {tpl:?}: unclosed {{{{"))?;
+        let expr = rest[a + 2..b].trim();
+        if expr == "json ." {
+            let m: Map<String, Value> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+                .collect();
+            out.push_str(&Value::Object(m).to_string());
+        } else {
+            let key = expr
+                .strip_prefix('.')
+                .ok_or_else(|| anyhow::anyhow!("--format: unsupported expression {expr:?}"))?;
+            let v = fields
+                .iter()
+                .find(|(k, _)| *k == key)
+                .ok_or_else(|| anyhow::anyhow!("--format: no field {key:?}"))?;
+            out.push_str(&v.1);
+        }
+        rest = &rest[b + 2..];
+    }
+    out.push_str(rest);
+    Ok(out.replace("\\t", "\t"))
+}
+
+/// `docker ps`: running containers (all with `all`), by creation; `quiet`
+/// prints short ids; `format` a template per container.
+pub fn ps(state: &State, all: bool, quiet: bool, format: Option<&str>) -> anyhow::Result<String> {
+    let mut cs: Vec<&Container> = state
+        .containers
+        .values()
+        .filter(|c| all || c.running())
+        .collect();
+    cs.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
     let mut out = String::new();
     if quiet {
-        for name in state.containers.keys() {
-            let _ = writeln!(out, "{name}");
+        for c in cs {
+            let _ = writeln!(out, "{}", c.id.chars().take(12).collect::<String>());
         }
-        return out;
+        return Ok(out);
     }
-    let _ = writeln!(
-        out,
-        "{:<20} {:<15} {:<40} {:<30} STATE",
-        "NAME", "IP", "PORTS", "COMMAND"
-    );
-    for c in state.containers.values() {
-        let state = if c.running() { "running" } else { "exited" };
-        let _ = writeln!(
-            out,
-            "{:<20} {:<15} {:<40} {:<30} {state}",
-            c.name,
-            c.ip,
-            ports_column(c),
-            c.cmd.join(" ")
-        );
+    if let Some(f) = format {
+        for c in cs {
+            let _ = writeln!(out, "{}", fill_template(f, &ps_fields(c))?);
+        }
+        return Ok(out);
     }
-    out
+    let head = [
+        "CONTAINER ID",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ];
+    let rows: Vec<[String; 6]> = cs
+        .iter()
+        .map(|c| {
+            let f = ps_fields(c);
+            [
+                f[0].1.clone(),
+                f[1].1.clone(),
+                f[2].1.clone(),
+                f[3].1.clone(),
+                f[4].1.clone(),
+                f[5].1.clone(),
+            ]
+        })
+        .collect();
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([head[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let w: Vec<usize> = (0..6).map(width).collect();
+    let line = |cells: [&str; 6]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 5 {
+                l.push_str(c);
+            } else {
+                let pad = w[i] - c.chars().count() + 3;
+                l.push_str(c);
+                l.push_str(&" ".repeat(pad));
+            }
+        }
+        l
+    };
+    let _ = writeln!(out, "{}", line(head));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    Ok(out)
 }
 
 /// `docker inspect` for one container.

@@ -239,6 +239,27 @@ pub struct NetView {
 }
 
 impl State {
+    /// The container a user means by `r`, as Docker resolves it: a name, a
+    /// full id, or a prefix of exactly one container's id.
+    pub fn resolve(&self, r: &str) -> Result<String> {
+        if self.containers.contains_key(r) {
+            return Ok(r.to_string());
+        }
+        let hex = !r.is_empty() && r.chars().all(|c| c.is_ascii_hexdigit());
+        let mut found = self
+            .containers
+            .values()
+            .filter(|c| hex && c.id.starts_with(r))
+            .map(|c| c.name.clone());
+        match (found.next(), found.next()) {
+            (Some(n), None) => Ok(n),
+            (Some(_), Some(_)) => {
+                anyhow::bail!("multiple containers match id prefix {r}: give more of it")
+            }
+            _ => anyhow::bail!("No such container: {r}"),
+        }
+    }
+
     /// The bridge network `name` (`bridge` or user-defined).
     pub fn net(&self, name: &str) -> Option<NetView> {
         if name == "bridge" {

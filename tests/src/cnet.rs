@@ -150,8 +150,20 @@ impl Instance {
         args.extend_from_slice(opts);
         args.extend(["--", srv.as_str(), "serve"]);
         args.extend(ports.iter().map(String::as_str));
-        assert_eq!(self.ok(&args).trim(), name);
+        let id = self.ok(&args).trim().to_string();
+        assert_eq!(
+            self.id_of(name),
+            id,
+            "run -d prints the container's full id"
+        );
         self.wait_ready(name);
+    }
+
+    /// Container `name`'s full id, from `cnet inspect`.
+    pub fn id_of(&self, name: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect JSON");
+        v[0]["Id"].as_str().expect("Id").to_string()
     }
 
     /// Waits (up to 5 s) for container `name`'s command to print `ready`.

@@ -268,7 +268,7 @@ fn daemon_json_keys_alone_and_the_environment_variables() {
     let out = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{host}"))
         .arg(cnet_bin())
-        .args(["ps", "-q"])
+        .args(["ps", "--format", "{{.Names}}"])
         .env("CNET_ROOT", &inst.root)
         .output()
         .unwrap();

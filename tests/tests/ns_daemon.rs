@@ -88,7 +88,7 @@ fn daemon_serves_the_same_operations_over_a_unix_socket() {
         "172.17.0.2"
     );
     // The CLI sees what the daemon did, and the other way round.
-    assert_eq!(inst.ok(&["ps", "-q"]).trim(), name);
+    assert_eq!(inst.ok(&["ps", "-q"]).trim(), &inst.id_of(&name)[..12]);
     let (s, v) = curl(
         &sock,
         "POST",

@@ -202,3 +202,70 @@ fn up_applies_new_uplinks_refuses_a_cgroup_move_and_down_keeps_the_lock() {
     inst.after_check().unwrap();
     assert!(inst.root.join("lock").exists(), "down keeps the lock file");
 }
+
+#[test]
+fn ps_rm_inspect_and_exit_codes_as_docker() {
+    let inst = Instance::up(1, &[]);
+    let (a, b, c) = (ctr("a"), ctr("b"), ctr("c"));
+    inst.run_server(&a, &["-p", "8000-8002:80-82"], &[80, 81, 82]);
+    inst.run_server(&c, &[], &[80]);
+    // A detached command that exits at once: listed only with -a.
+    let gone = ctr("gone");
+    inst.ok(&["run", "-d", "--name", &gone, "--", "true"]);
+    inst.track(&gone);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let names = inst.ok(&["ps", "--format", "{{.Names}}"]);
+    assert!(
+        names.contains(&a) && names.contains(&c) && !names.contains(&gone),
+        "{names}"
+    );
+    let all = inst.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(all.lines().any(|l| l == format!("{gone} Exited")), "{all}");
+    // -q: short ids; {{json .}}; ranges collapsed; an unknown field named.
+    let q = inst.ok(&["ps", "-q"]);
+    assert!(q.lines().any(|l| l == &inst.id_of(&a)[..12]), "{q}");
+    let j = inst.ok(&["ps", "--format", "{{json .}}"]);
+    let row: serde_json::Value = j
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["Names"] == a.as_str())
+        .unwrap();
+    assert_eq!(row["Ports"], "0.0.0.0:8000-8002->80-82/tcp", "{row}");
+    let e = inst.fails(&["ps", "--format", "{{.Nope}}"]);
+    assert!(e.contains("Nope"), "{e}");
+
+    // rm a b c with b missing: a and c go, b is reported, exit 1.
+    let out = inst.cnet(&["rm", "-f", &a, &b, &c]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("No such container: {b}")),
+        "{stderr}"
+    );
+    let listed = inst.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!listed.contains(&a) && !listed.contains(&c), "{listed}");
+    // By id prefix, and inspect printing the found ones.
+    let d = ctr("d");
+    inst.run_server(&d, &[], &[80]);
+    let id = inst.id_of(&d);
+    let out = inst.cnet(&["inspect", &id[..8], "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["Name"], format!("/{d}"), "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such container: nosuch"));
+    inst.ok(&["rm", "-f", &id[..10]]);
+    // Exit codes: 127 not found, 126 not executable, 125 cnet's own errors.
+    assert_eq!(
+        inst.cnet(&["run", "--", "/nonexistent/cmd"]).status.code(),
+        Some(127)
+    );
+    let plain = inst.root.join("not-executable");
+    std::fs::write(&plain, "x").unwrap();
+    let plain = plain.to_string_lossy().into_owned();
+    let out = inst.cnet(&["run", "--", &plain]);
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+    assert_eq!(
+        inst.cnet(&["run", "-p", "abc", "--", "true"]).status.code(),
+        Some(125)
+    );
+}

@@ -230,7 +230,11 @@ fn conflicts_and_bad_input_are_rejected_without_side_effects() {
     let e = inst.fails(&["run", "-d", "--name", "bad name", "--", "sleep", "60"]);
     assert!(e.contains("bad name"), "{e}");
 
-    assert_eq!(inst.ok(&["ps", "-q"]).trim(), web, "nothing half-created");
+    assert_eq!(
+        inst.ok(&["ps", "-q"]).trim(),
+        &inst.id_of(&web)[..12],
+        "nothing half-created"
+    );
     assert!(
         !std::path::Path::new(&format!("/run/netns/{second}")).exists(),
         "no namespace left behind"
@@ -372,8 +376,13 @@ fn inspect_has_dockers_shape() {
         "eth0 carries the derived MAC: {mac}"
     );
     let ps = inst.ok(&["ps"]);
+    let head = ps.lines().next().unwrap();
     assert!(
-        ps.contains("0.0.0.0:8080->80/tcp") && ps.contains("running"),
+        head.starts_with("CONTAINER ID") && head.ends_with("NAMES"),
+        "Docker's columns: {ps}"
+    );
+    assert!(
+        ps.contains("0.0.0.0:8080->80/tcp") && ps.contains("Up"),
         "{ps}"
     );
 }
