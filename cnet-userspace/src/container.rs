@@ -146,11 +146,14 @@ pub fn plan_ports(state: &State, opts: &RunOptions) -> Result<(Vec<PortMapping>,
     exposed.sort();
     exposed.dedup();
     if opts.publish_all {
+        // Container ports -p already covers, as a set: `--expose 1-65535 -P`
+        // stays linear.
+        let covered: std::collections::HashSet<(u16, Proto)> = specs
+            .iter()
+            .flat_map(|s| s.container.ports().map(move |c| (c, s.proto)))
+            .collect();
         for (p, proto) in &exposed {
-            if !specs
-                .iter()
-                .any(|s| s.proto == *proto && s.container.ports().any(|c| c == *p))
-            {
+            if !covered.contains(&(*p, *proto)) {
                 specs.push(PublishSpec {
                     host_ip: None,
                     host: None,
@@ -160,17 +163,17 @@ pub fn plan_ports(state: &State, opts: &RunOptions) -> Result<(Vec<PortMapping>,
             }
         }
     }
-    let used: Vec<&PortMapping> = state
-        .containers
-        .values()
-        .flat_map(|c| c.ports.iter())
-        .collect();
+    let mut used: std::collections::HashMap<(u16, Proto), Vec<Option<Ipv4Addr>>> =
+        std::collections::HashMap::new();
+    for m in state.containers.values().flat_map(|c| c.ports.iter()) {
+        used.entry((m.host_port, m.proto))
+            .or_default()
+            .push(m.host_ip);
+    }
     let mut free = |ip: Option<Ipv4Addr>, port: u16, proto: Proto| -> Result<bool> {
-        let clash = used.iter().any(|m| {
-            m.host_port == port
-                && m.proto == proto
-                && (m.host_ip.is_none() || ip.is_none() || m.host_ip == ip)
-        });
+        let clash = used
+            .get(&(port, proto))
+            .is_some_and(|ips| ips.iter().any(|m| m.is_none() || ip.is_none() || *m == ip));
         Ok(!clash && host_port_free(ip, port, proto)?)
     };
     let mappings = portspec::resolve(&specs, dynamic_range(), &mut free)?;
@@ -224,10 +227,12 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
         None => format!("cnet-{}", &id[..8]),
     };
     validate_name(&name)?;
-    ensure!(
-        !state.containers.contains_key(&name),
-        "a container named {name:?} already exists"
-    );
+    if let Some(c) = state.containers.get(&name) {
+        bail!(
+            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+            c.id
+        );
+    }
     ensure!(
         !net::netns_exists(&name),
         "a network namespace named {name:?} already exists (see `ip netns list`)"
@@ -876,6 +881,10 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
             if detach {
                 libc::setsid();
             }
+            // A foreground cnet ignores ^C from before the container exists
+            // (see `crate::run`); the command itself gets it as usual.
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
             if !binds.is_empty() {
                 // A private mount namespace where /etc/hosts (and resolv.conf) are the container's.
                 if libc::unshare(libc::CLONE_NEWNS) != 0 {

@@ -27,6 +27,16 @@ use crate::state::{Lock, Paths};
 /// returns at once; in the foreground it waits for the command, removes the
 /// container and returns the command's exit code.
 pub fn run(paths: &Paths, opts: &container::RunOptions, detach: bool) -> Result<i32> {
+    if !detach {
+        // Like system(3): from before the container is created, the
+        // terminal's ^C goes to the command and cnet cleans up after it, so
+        // an interrupt between creation and the wait leaves nothing behind.
+        // SAFETY: setting signal dispositions of this process.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        }
+    }
     let (name, mut child) = create_and_start(paths, opts, detach)?;
     if detach {
         // As `docker run -d`: the full container id.
@@ -89,12 +99,6 @@ fn create_and_start(
 
 fn wait_foreground(paths: &Paths, name: &str, child: &mut std::process::Child) -> Result<i32> {
     let name = name.to_string();
-    // Like system(3): the terminal's ^C goes to the command, cnet cleans up after it.
-    // SAFETY: setting signal dispositions.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
     let status = child
         .wait()
         .with_context(|| format!("waiting for container {name}"))?;

@@ -29,6 +29,10 @@ struct Cli {
     /// daemon.json with Docker's keys (command-line flags override it).
     #[arg(long, global = true, env = "CNET_CONFIG")]
     config: Option<PathBuf>,
+    /// Give up after waiting this many seconds for another cnet command's
+    /// lock on the instance (default: wait; a wait over 2 s names the holder).
+    #[arg(long, global = true, value_name = "SECS")]
+    lock_timeout: Option<f64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -314,7 +318,14 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
-    let paths = Paths::new(&cli.root);
+    let mut paths = Paths::new(&cli.root);
+    if let Some(t) = cli.lock_timeout {
+        anyhow::ensure!(
+            t.is_finite() && t >= 0.0,
+            "--lock-timeout {t}: expected a number of seconds"
+        );
+        paths.lock_timeout = Some(std::time::Duration::from_secs_f64(t));
+    }
     let config_path = cli
         .config
         .clone()

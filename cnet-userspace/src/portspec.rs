@@ -199,20 +199,32 @@ pub fn resolve(
     free: &mut dyn FnMut(Option<Ipv4Addr>, u16, Proto) -> Result<bool>,
 ) -> Result<Vec<PortMapping>> {
     let mut out: Vec<PortMapping> = Vec::new();
-    let taken = |out: &[PortMapping], ip: Option<Ipv4Addr>, p: u16, proto: Proto| {
-        out.iter().any(|m| {
-            m.host_port == p
-                && m.proto == proto
-                && (m.host_ip.is_none() || ip.is_none() || m.host_ip == ip)
-        })
+    // Host addresses already chosen per (port, proto): checks stay O(1), so
+    // `-p 1-65535` or `--expose 1-65535 -P` are planned in linear time.
+    let mut chosen_by: std::collections::HashMap<(u16, Proto), Vec<Option<Ipv4Addr>>> =
+        std::collections::HashMap::new();
+    let taken = |by: &std::collections::HashMap<(u16, Proto), Vec<Option<Ipv4Addr>>>,
+                 ip: Option<Ipv4Addr>,
+                 p: u16,
+                 proto: Proto| {
+        by.get(&(p, proto))
+            .is_some_and(|ips| ips.iter().any(|m| m.is_none() || ip.is_none() || *m == ip))
     };
+    // The next dynamic port to try, per protocol: a search never restarts
+    // from the bottom of the range.
+    let mut cursor: std::collections::HashMap<Proto, u16> = std::collections::HashMap::new();
     for s in specs {
         match s.host {
             Some(h) if h.len() == s.container.len() => {
                 for (hp, cp) in h.ports().zip(s.container.ports()) {
-                    if taken(&out, s.host_ip, hp, s.proto) || !free(s.host_ip, hp, s.proto)? {
-                        bail!("host port {hp}/{} is already in use", s.proto);
+                    if taken(&chosen_by, s.host_ip, hp, s.proto) || !free(s.host_ip, hp, s.proto)? {
+                        let ip = s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                        bail!(
+                            "Bind for {ip}:{hp} failed: port is already allocated ({hp}/{})",
+                            s.proto
+                        );
                     }
+                    chosen_by.entry((hp, s.proto)).or_default().push(s.host_ip);
                     out.push(PortMapping {
                         host_ip: s.host_ip,
                         host_port: hp,
@@ -224,7 +236,7 @@ pub fn resolve(
             Some(h) => {
                 let mut chosen = None;
                 for hp in h.ports() {
-                    if !taken(&out, s.host_ip, hp, s.proto) && free(s.host_ip, hp, s.proto)? {
+                    if !taken(&chosen_by, s.host_ip, hp, s.proto) && free(s.host_ip, hp, s.proto)? {
                         chosen = Some(hp);
                         break;
                     }
@@ -235,6 +247,7 @@ pub fn resolve(
                         h.start, h.end, s.proto, s.container.start
                     )
                 })?;
+                chosen_by.entry((hp, s.proto)).or_default().push(s.host_ip);
                 out.push(PortMapping {
                     host_ip: s.host_ip,
                     host_port: hp,
@@ -245,15 +258,25 @@ pub fn resolve(
             None => {
                 for cp in s.container.ports() {
                     let mut chosen = None;
-                    for hp in dynamic.clone() {
-                        if !taken(&out, s.host_ip, hp, s.proto) && free(s.host_ip, hp, s.proto)? {
+                    let from = *cursor.get(&s.proto).unwrap_or(dynamic.start());
+                    for hp in from..=*dynamic.end() {
+                        if !taken(&chosen_by, s.host_ip, hp, s.proto)
+                            && free(s.host_ip, hp, s.proto)?
+                        {
                             chosen = Some(hp);
                             break;
                         }
                     }
                     let hp = chosen.with_context(|| {
-                        format!("no free dynamic host port for {cp}/{}", s.proto)
+                        format!(
+                            "no free dynamic host port for {cp}/{} (range {}-{})",
+                            s.proto,
+                            dynamic.start(),
+                            dynamic.end()
+                        )
                     })?;
+                    cursor.insert(s.proto, hp.saturating_add(1));
+                    chosen_by.entry((hp, s.proto)).or_default().push(s.host_ip);
                     out.push(PortMapping {
                         host_ip: s.host_ip,
                         host_port: hp,

@@ -23,11 +23,16 @@ pub const STATE_VERSION: u32 = 1;
 #[derive(Clone, Debug)]
 pub struct Paths {
     pub root: PathBuf,
+    /// How long to wait for the instance lock (`None`: for ever).
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 impl Paths {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            lock_timeout: None,
+        }
     }
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
@@ -379,15 +384,56 @@ impl Lock {
             .write(true)
             .open(paths.lock())
             .with_context(|| format!("opening lock {}", paths.lock().display()))?;
-        // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!(
-                "locking {}: {}",
-                paths.lock().display(),
-                std::io::Error::last_os_error()
-            );
+        let start = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            // SAFETY: flock on an open descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                bail!("locking {}: {err}", paths.lock().display());
+            }
+            let waited = start.elapsed();
+            if let Some(t) = paths.lock_timeout
+                && waited >= t
+            {
+                bail!(
+                    "gave up waiting {:.1} s for the lock {}, held by {}",
+                    waited.as_secs_f64(),
+                    paths.lock().display(),
+                    holder(paths)
+                );
+            }
+            if !told && waited >= std::time::Duration::from_secs(2) {
+                log::warn!(
+                    "waiting for the lock {}, held by {} (--lock-timeout SECS to give up)",
+                    paths.lock().display(),
+                    holder(paths)
+                );
+                told = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        // Who holds it, for whoever waits next: "PID COMMAND".
+        let me = format!(
+            "{} {}\n",
+            std::process::id(),
+            std::env::args().collect::<Vec<_>>().join(" ")
+        );
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(me.as_bytes());
         Ok(Self { _file: file })
+    }
+}
+
+/// "pid PID (COMMAND)" of the lock's holder, as it wrote into the lock file.
+fn holder(paths: &Paths) -> String {
+    let text = fs::read_to_string(paths.lock()).unwrap_or_default();
+    match text.trim().split_once(' ') {
+        Some((pid, cmd)) => format!("pid {pid} ({cmd})"),
+        None => "another cnet process".into(),
     }
 }
 

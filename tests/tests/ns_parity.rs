@@ -269,3 +269,113 @@ fn ps_rm_inspect_and_exit_codes_as_docker() {
         Some(125)
     );
 }
+
+#[test]
+fn huge_port_ranges_are_planned_without_a_quadratic_search() {
+    let inst = Instance::up(1, &[]);
+    // More exposed ports than the dynamic range has: a clear error.
+    let e = inst.fails(&[
+        "run", "-d", "--expose", "1-65535", "-P", "--", "sleep", "60",
+    ]);
+    assert!(
+        e.contains("no free dynamic host port") && e.contains("32768-60999"),
+        "{e}"
+    );
+    // 10,000 ports in one -p: planned, published, listed as one range.
+    let big = ctr("big");
+    let t = std::time::Instant::now();
+    inst.run_server(&big, &["-p", "20000-29999:20000-29999"], &[20000]);
+    eprintln!("publishing 10,000 ports took {:?}", t.elapsed());
+    let ports = inst.ok(&["ps", "--format", "{{.Ports}}"]);
+    assert!(
+        ports.contains("0.0.0.0:20000-29999->20000-29999/tcp"),
+        "{ports}"
+    );
+    let c = inst.topo.clients[0].name.clone();
+    assert_reply(
+        tcp_probe(&c, &format!("{}:20000", addr::host_uplink(0)), "x"),
+        "the first port of the range answers",
+    );
+}
+
+#[test]
+fn a_lock_wait_names_the_holder_and_can_time_out() {
+    use std::os::fd::AsRawFd;
+    let inst = Instance::up(1, &[]);
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(inst.root.join("lock"))
+        .unwrap();
+    // SAFETY: flock on an open descriptor of the test's own.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    std::fs::write(inst.root.join("lock"), "4242 cnet-test holding the lock\n").unwrap();
+    let t = std::time::Instant::now();
+    let e = inst.fails(&[
+        "--lock-timeout",
+        "0.5",
+        "filter",
+        "add",
+        "--src",
+        "192.0.2.1",
+        "--action",
+        "drop",
+    ]);
+    assert!(
+        e.contains("gave up waiting") && e.contains("pid 4242 (cnet-test holding the lock)"),
+        "{e}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // Without a timeout it waits, says who it waits for after 2 s, then goes on.
+    let root = inst.root.clone();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(2600));
+        drop(lock);
+        root
+    });
+    let out = inst.cnet(&["filter", "add", "--src", "192.0.2.1", "--action", "drop"]);
+    releaser.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("waiting for the lock") && stderr.contains("pid 4242"),
+        "{stderr}"
+    );
+    let e = inst.fails(&["--lock-timeout", "abc", "ps"]);
+    assert!(e.contains("abc"), "{e}");
+}
+
+#[test]
+fn ctrl_c_at_any_moment_of_a_foreground_run_leaves_nothing() {
+    use std::os::unix::process::CommandExt;
+    let inst = Instance::up(1, &[]);
+    for delay_ms in [0u64, 15, 30, 60, 120, 250] {
+        let name = ctr("fg");
+        inst.track(&name);
+        let mut child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", inst.topo.host.name))
+            .arg(cnet_tests::cnet::cnet_bin())
+            .arg("--root")
+            .arg(&inst.root)
+            .args(["run", "--name", &name, "--", "sleep", "1"])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        // ^C as a terminal sends it: to the whole foreground process group.
+        // SAFETY: signalling the process group of a child this test started.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+        let status = child.wait().unwrap();
+        let left = inst.ok(&["ps", "-a", "-q"]);
+        assert_eq!(
+            left.trim(),
+            "",
+            "after ^C at {delay_ms} ms ({status:?}): {left}"
+        );
+        assert!(
+            !std::path::Path::new("/run/netns").join(&name).exists(),
+            "namespace left after ^C at {delay_ms} ms"
+        );
+    }
+}

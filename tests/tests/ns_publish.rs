@@ -201,6 +201,10 @@ fn conflicts_and_bad_input_are_rejected_without_side_effects() {
         "run", "-d", "--name", &second, "-p", "8080:80", "--", "sleep", "60",
     ]);
     assert!(e.contains("8080/tcp"), "names the port: {e}");
+    assert!(
+        e.contains("Bind for 0.0.0.0:8080 failed: port is already allocated"),
+        "Docker's wording: {e}"
+    );
     // A host socket already listening on the port.
     let listener = inst
         .topo
@@ -226,7 +230,12 @@ fn conflicts_and_bad_input_are_rejected_without_side_effects() {
         assert!(e.contains(needle), "{spec}: {e}");
     }
     let e = inst.fails(&["run", "-d", "--name", &web, "--", "sleep", "60"]);
-    assert!(e.contains("already exists"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "Conflict. The container name \"/{web}\" is already in use"
+        )),
+        "Docker's wording: {e}"
+    );
     let e = inst.fails(&["run", "-d", "--name", "bad name", "--", "sleep", "60"]);
     assert!(e.contains("bad name"), "{e}");
 
