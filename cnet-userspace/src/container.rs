@@ -208,10 +208,8 @@ pub fn unpublish_if(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> 
 
 pub fn unpublish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
     let (k, _) = port_entry(m, ip);
-    match loader::hash::<PortKey, PortValue>(paths, maps::PORTS)?.remove(&k) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("unpublishing {m}")),
-    }
+    loader::removed(loader::hash::<PortKey, PortValue>(paths, maps::PORTS)?.remove(&k))
+        .with_context(|| format!("unpublishing {m}"))
 }
 
 /// Validates a `run` and decides everything about the new container (name,
@@ -286,6 +284,7 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
         exposed: Vec::new(),
         cmd: opts.cmd.clone(),
         pid: None,
+        pid_start: None,
         created: now_rfc3339(),
         env: Vec::new(),
         links: Vec::new(),
@@ -748,10 +747,7 @@ pub fn detach_interface(paths: &Paths, _ns: &str, a: &crate::state::Attachment) 
     let mut errors = Vec::new();
     if paths.map_pin(maps::ENDPOINTS).exists() {
         if let Err(e) = loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS).and_then(|mut m| {
-            match m.remove(&addr_key(a.ip.octets())) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(err) => Err(err).context("removing endpoint"),
-            }
+            loader::removed(m.remove(&addr_key(a.ip.octets()))).context("removing endpoint")
         }) {
             errors.push(format!("{e:#}"));
         }
@@ -960,10 +956,10 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
             .containers
             .values()
             .filter(|o| o.network == format!("container:{name}"))
-            .filter_map(|o| o.pid)
+            .filter_map(|o| o.own_pid())
             .collect();
         note(kill_all(&c.name, &joined));
-    } else if let Some(pid) = c.pid {
+    } else if let Some(pid) = c.own_pid() {
         note(kill_session(pid));
     }
     crate::crash::point("rm:killed");
@@ -988,11 +984,16 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
             note(net::ip(&["netns", "del", &c.name]).map(|_| ()));
         }
     }
-    state.containers.remove(name);
-    sync_hosts(state);
     if !errors.is_empty() {
+        // Kept, marked as being removed: the next command retries what is
+        // left instead of forgetting it.
+        if let Some(c) = state.containers.get_mut(name) {
+            c.phase = Phase::Removing;
+        }
         bail!("removing container {name}: {}", errors.join("; "));
     }
+    state.containers.remove(name);
+    sync_hosts(state);
     Ok(())
 }
 

@@ -85,6 +85,7 @@ fn create_and_start(
         };
         crash::point("run:started");
         c.pid = Some(child.id());
+        c.pid_start = state::proc_start(child.id());
         c.phase = state::Phase::Ready;
         st.containers.insert(name.clone(), c);
         if let Err(e) = state::save(paths, &st) {

@@ -258,3 +258,18 @@ pub fn counters(paths: &Paths) -> Result<Vec<(&'static str, u64)>> {
         })
         .collect()
 }
+
+/// A map deletion, where "no such key" (as `KeyNotFound` or as the raw
+/// ENOENT some map types report) means the entry is already gone: fine for
+/// every teardown step, which must tolerate what an earlier try removed.
+pub fn removed(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

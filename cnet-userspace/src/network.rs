@@ -327,12 +327,14 @@ fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
         let _ = loader::hash::<u32, u32>(paths, maps::HOST_ADDRS)
             .map(|mut m| m.remove(&cnet_common::addr_key(n.subnet.addr.octets())));
     }
+    if !errors.is_empty() {
+        // Kept, marked as being removed: the next command retries.
+        if let Some(n) = state.networks.get_mut(name) {
+            n.phase = Phase::Removing;
+        }
+        bail!("removing network {name}: {}", errors.join("; "));
+    }
     state.networks.remove(name);
-    ensure!(
-        errors.is_empty(),
-        "removing network {name}: {}",
-        errors.join("; ")
-    );
     Ok(())
 }
 

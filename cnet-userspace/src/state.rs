@@ -156,6 +156,10 @@ pub struct Container {
     pub exposed: Vec<(u16, Proto)>,
     pub cmd: Vec<String>,
     pub pid: Option<u32>,
+    /// The start time of `pid` (clock ticks after boot, /proc/PID/stat field
+    /// 22): a PID the kernel gave to another process since is not ours.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     pub created: String,
     /// `--link NAME[:ALIAS]`: (linked container, alias).
     #[serde(default)]
@@ -349,8 +353,20 @@ impl Container {
     }
 
     /// Whether its process is still alive (and, with its own namespace, still in it).
+    /// The container's process, if `pid` still names that very process
+    /// (never PID 0 or 1, never a reused PID).
+    pub fn own_pid(&self) -> Option<u32> {
+        let pid = self.pid.filter(|p| *p > 1)?;
+        match self.pid_start {
+            Some(s) if proc_start(pid) != Some(s) => None,
+            _ => Some(pid),
+        }
+    }
+
     pub fn running(&self) -> bool {
-        let Some(pid) = self.pid else { return false };
+        let Some(pid) = self.own_pid() else {
+            return false;
+        };
         if !self.owns_netns() {
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             return stat
@@ -367,6 +383,19 @@ impl Container {
         use std::os::unix::fs::MetadataExt;
         ns.ino() == want.ino() && ns.dev() == want.dev()
     }
+}
+
+/// Start time of process `pid` in clock ticks after boot (field 22 of
+/// /proc/PID/stat), or `None` when there is no such process.
+pub fn proc_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// An exclusive lock on the instance, released on drop.

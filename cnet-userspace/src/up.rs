@@ -337,6 +337,16 @@ pub fn down(paths: &Paths) -> Result<()> {
             errors.push(format!("{name}: {e:#}"));
         }
     }
+    if !errors.is_empty() {
+        // Containers that could not be removed stay in the state (marked as
+        // being removed), and so does everything they need: nothing becomes
+        // untracked. The next `cnet down` (or any command) retries.
+        state::save(paths, &state)?;
+        bail!(
+            "cnet down stopped, containers left:\n  {}",
+            errors.join("\n  ")
+        );
+    }
     for n in state.networks.values() {
         if net::link_exists(&n.bridge)
             && let Err(e) = net::ip(&["link", "del", &n.bridge])

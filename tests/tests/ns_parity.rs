@@ -379,3 +379,81 @@ fn ctrl_c_at_any_moment_of_a_foreground_run_leaves_nothing() {
         );
     }
 }
+
+#[test]
+fn a_pid_reused_by_another_process_is_never_signalled() {
+    let inst = Instance::up(1, &[]);
+    let h = ctr("h");
+    inst.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &h,
+        "--network",
+        "host",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    inst.track(&h);
+    let path = inst.root.join("state.json");
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let pid = st["containers"][&h]["pid"].as_u64().unwrap() as i32;
+    assert!(
+        st["containers"][&h]["pid_start"].as_u64().is_some(),
+        "start time recorded"
+    );
+    // The container's process ends, and its PID now names an unrelated process.
+    // SAFETY: killing the container's own process, started by this test.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // A reused PID belongs to a process started later (start times count in
+    // 10 ms ticks).
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    st["containers"][&h]["pid"] = serde_json::json!(bystander.id());
+    std::fs::write(&path, serde_json::to_string(&st).unwrap()).unwrap();
+    inst.ok(&["rm", "-f", &h]);
+    let status = bystander.try_wait().unwrap();
+    assert!(
+        status.is_none(),
+        "the unrelated process that got the PID is alive: {status:?}, state was {st}"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+#[test]
+fn a_failed_removal_keeps_the_container_tracked_until_it_succeeds() {
+    let inst = Instance::up(1, &[]);
+    let c = ctr("c");
+    inst.run_server(&c, &[], &[80]);
+    // Make one teardown step fail: a mount on the container's hosts-file
+    // directory cannot be removed.
+    let dir = std::path::Path::new("/etc/netns").join(&c);
+    let m = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(m.success());
+    let e = inst.fails(&["rm", "-f", &c]);
+    assert!(e.contains(&c), "{e}");
+    let listed = inst.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(listed.lines().any(|l| l == c), "still tracked: {listed}");
+    let st = state(&inst);
+    assert_eq!(st["containers"][&c]["phase"], "removing");
+    // Once the obstacle is gone, the next command finishes the removal.
+    let u = std::process::Command::new("umount")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(u.success());
+    let cg = inst.cgroup.to_string_lossy().into_owned();
+    let out = inst.cnet(&["up", "--uplink", "up0", "--cgroup", &cg]);
+    let listed = inst.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!listed.contains(&c), "{listed} {out:?}");
+}
