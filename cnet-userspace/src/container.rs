@@ -39,6 +39,10 @@ pub struct RunOptions {
     /// `NAME:IP`
     pub add_hosts: Vec<String>,
     pub aliases: Vec<String>,
+    /// `-e KEY=VALUE` or `-e KEY` (cnet's own value).
+    pub env: Vec<String>,
+    /// `--label KEY=VALUE`.
+    pub labels: Vec<String>,
     pub cmd: Vec<String>,
 }
 
@@ -244,6 +248,30 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
                 .with_context(|| format!("--dns {d:?} is not an IPv4 address"))
         })
         .collect::<Result<_>>()?;
+    let user_env: Vec<(String, String)> = opts
+        .env
+        .iter()
+        .map(|e| {
+            let (k, v) = match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), std::env::var(e).unwrap_or_default()),
+            };
+            ensure!(
+                !k.is_empty() && !k.contains(char::is_whitespace),
+                "invalid --env {e:?}: expected KEY=VALUE or KEY"
+            );
+            Ok((k, v))
+        })
+        .collect::<Result<_>>()?;
+    let labels: std::collections::BTreeMap<String, String> = opts
+        .labels
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            ensure!(!k.is_empty(), "invalid --label {l:?}: expected KEY=VALUE");
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect::<Result<_>>()?;
     let add_hosts: Vec<(String, Ipv4Addr)> = opts
         .add_hosts
         .iter()
@@ -253,11 +281,18 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
                 .with_context(|| format!("--add-host {h:?}: expected NAME:IP"))?;
             ensure!(!n.is_empty(), "--add-host {h:?}: empty name");
             validate_host_name("--add-host name", n)?;
-            Ok((
-                n.to_string(),
+            // Docker's special value: the address of the host as the
+            // container sees it, its network's gateway.
+            let addr = if ip == "host-gateway" {
+                state
+                    .net(opts.network.as_deref().unwrap_or("bridge"))
+                    .map(|v| v.gateway)
+                    .unwrap_or(state.bip.addr)
+            } else {
                 ip.parse()
-                    .with_context(|| format!("--add-host {h:?}: {ip:?} is not an IPv4 address"))?,
-            ))
+                    .with_context(|| format!("--add-host {h:?}: {ip:?} is not an IPv4 address"))?
+            };
+            Ok((n.to_string(), addr))
         })
         .collect::<Result<_>>()?;
     for a in &opts.aliases {
@@ -287,6 +322,8 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
         pid_start: None,
         created: now_rfc3339(),
         env: Vec::new(),
+        user_env,
+        labels,
         links: Vec::new(),
         phase: Phase::Creating,
         network: network.clone(),
@@ -803,12 +840,30 @@ fn endpoint_entry(
     Ok(())
 }
 
+/// The time now as Docker writes it: RFC 3339 in UTC with nanoseconds.
 pub fn now_rfc3339() -> String {
-    let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
 }
 
 /// Starts the container's command inside its namespace. Detached processes
@@ -832,6 +887,7 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
     let mut cmd = Command::new(&c.cmd[0]);
     cmd.args(&c.cmd[1..]);
     cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
+    cmd.envs(c.user_env.iter().map(|(k, v)| (k, v)));
     // `ip netns exec` semantics: /etc/netns/<name>/FILE is bind-mounted over /etc/FILE.
     let mut binds: Vec<(std::ffi::CString, std::ffi::CString)> = Vec::new();
     let etc = hosts_path(ns_name.as_deref().unwrap_or("-"))

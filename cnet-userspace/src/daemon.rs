@@ -200,6 +200,8 @@ fn route(paths: &Paths, method: &str, target: &str, body: &[u8]) -> Reply {
                     dns: strings(&b, "dns")?,
                     add_hosts: strings(&b, "add_hosts")?,
                     aliases: strings(&b, "aliases")?,
+                    env: strings(&b, "env")?,
+                    labels: strings(&b, "labels")?,
                     cmd,
                 };
                 let (name, mut child) = crate::run_detached(paths, &opts)?;

@@ -60,10 +60,25 @@ enum Cmd {
     /// Remove everything this instance created.
     Down,
     /// Create a container and run CMD in it.
+    #[command(disable_help_flag = true)]
     Run {
-        /// Run in the background and print the container's name.
+        /// Print help (`-h` is --hostname, as in Docker).
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+        /// Run in the background and print the container's full id.
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Remove the container when its command exits (what a foreground
+        /// run always does; with -d, refused: nothing would be left to do it).
+        #[arg(long)]
+        rm: bool,
+        /// Set an environment variable for the command: KEY=VALUE, or KEY to
+        /// pass cnet's own value (repeatable).
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// Metadata KEY=VALUE shown by inspect (repeatable).
+        #[arg(short = 'l', long = "label")]
+        labels: Vec<String>,
         #[arg(long)]
         name: Option<String>,
         /// Publish a port: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO], ranges allowed.
@@ -85,7 +100,7 @@ enum Cmd {
         #[arg(long)]
         ip: Option<String>,
         /// The container's hostname (default: the first 12 characters of its id).
-        #[arg(long)]
+        #[arg(short = 'h', long)]
         hostname: Option<String>,
         /// Nameserver for the container (repeatable).
         #[arg(long)]
@@ -185,7 +200,14 @@ enum NetworkCmd {
         name: String,
     },
     /// List networks (the built-in bridge, host and none too).
-    Ls,
+    Ls {
+        /// Ids only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// A Go-template per network: {{.ID}} {{.Name}} {{.Driver}} {{.Scope}} {{json .}}.
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Show networks as JSON, in Docker's shape.
     Inspect {
         #[arg(required = true)]
@@ -237,7 +259,10 @@ fn network_cmd(paths: &Paths, cmd: NetworkCmd) -> Result<()> {
             )?;
             println!("{id}");
         }
-        NetworkCmd::Ls => print!("{}", network::ls(&state::load_up(paths)?)),
+        NetworkCmd::Ls { quiet, format } => print!(
+            "{}",
+            network::ls(&state::load_up(paths)?, quiet, format.as_deref())?
+        ),
         NetworkCmd::Inspect { names } => {
             let st = state::load_up(paths)?;
             let v: Vec<serde_json::Value> = names
@@ -352,7 +377,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Down => up::down(&paths)?,
         Cmd::Run {
+            help: _,
             detach,
+            rm,
+            env,
+            labels,
             name,
             publish,
             expose,
@@ -378,8 +407,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 dns,
                 add_hosts,
                 aliases,
+                env,
+                labels,
                 cmd,
             };
+            anyhow::ensure!(
+                !(rm && detach),
+                "--rm with -d is not supported: cnet runs no daemon that would see the command exit; remove it with `cnet rm`"
+            );
             return cnet::run(&paths, &opts, detach);
         }
         Cmd::Network(n) => network_cmd(&paths, n)?,

@@ -429,30 +429,83 @@ pub fn prune(paths: &Paths) -> Result<Vec<String>> {
     Ok(unused)
 }
 
-pub fn ls(st: &State) -> String {
+/// `docker network ls [-q] [--format TEMPLATE]`: columns sized to their
+/// content; `-q` full ids' first 12 characters; templates with `{{.ID}}`,
+/// `{{.Name}}`, `{{.Driver}}`, `{{.Scope}}`, `{{json .}}`.
+pub fn ls(st: &State, quiet: bool, format: Option<&str>) -> Result<String> {
+    let mut rows: Vec<[String; 4]> = [("bridge", "bridge"), ("host", "host"), ("none", "null")]
+        .iter()
+        .map(|(n, d)| {
+            [
+                builtin_id(n)[..12].to_string(),
+                (*n).to_string(),
+                (*d).to_string(),
+                "local".to_string(),
+            ]
+        })
+        .collect();
+    rows.extend(st.networks.values().map(|n| {
+        [
+            n.id[..12].to_string(),
+            n.name.clone(),
+            "bridge".into(),
+            "local".into(),
+        ]
+    }));
     let mut out = String::new();
+    if quiet {
+        for r in &rows {
+            let _ = writeln!(out, "{}", r[0]);
+        }
+        return Ok(out);
+    }
+    if let Some(f) = format {
+        for r in &rows {
+            let fields = vec![
+                ("ID", r[0].clone()),
+                ("Name", r[1].clone()),
+                ("Driver", r[2].clone()),
+                ("Scope", r[3].clone()),
+            ];
+            let _ = writeln!(out, "{}", crate::show::fill_template(f, &fields)?);
+        }
+        return Ok(out);
+    }
+    let head = ["NETWORK ID", "NAME", "DRIVER", "SCOPE"];
+    let w: Vec<usize> = (0..4)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let _ = writeln!(
         out,
-        "{:<14} {:<24} {:<8} SCOPE",
-        "NETWORK ID", "NAME", "DRIVER"
+        "{:<w0$}   {:<w1$}   {:<w2$}   {}",
+        head[0],
+        head[1],
+        head[2],
+        head[3],
+        w0 = w[0],
+        w1 = w[1],
+        w2 = w[2]
     );
-    for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
+    for r in &rows {
         let _ = writeln!(
             out,
-            "{:<14} {name:<24} {driver:<8} local",
-            builtin_id(name)[..12].to_string()
+            "{:<w0$}   {:<w1$}   {:<w2$}   {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2]
         );
     }
-    for n in st.networks.values() {
-        let _ = writeln!(
-            out,
-            "{:<14} {:<24} {:<8} local",
-            &n.id[..12],
-            n.name,
-            "bridge"
-        );
-    }
-    out
+    Ok(out)
 }
 
 fn builtin_id(name: &str) -> String {
@@ -521,14 +574,24 @@ pub fn inspect(st: &State, name: &str) -> Result<Value> {
             );
         }
     }
+    let created = st
+        .networks
+        .get(name)
+        .map(|n| n.created.clone())
+        .unwrap_or_default();
     Ok(json!({
         "Name": name,
         "Id": id,
+        "Created": created,
         "Driver": driver,
         "Scope": "local",
-        "IPAM": {"Driver": "default", "Config": config},
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
         "Internal": internal,
+        "Attachable": false,
+        "Ingress": false,
         "Options": options,
+        "Labels": {},
         "Containers": containers,
     }))
 }

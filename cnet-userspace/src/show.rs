@@ -255,13 +255,40 @@ pub fn inspect(state: &State, c: &Container) -> Value {
         );
     }
     let field = |k: &str| primary.get(k).cloned().unwrap_or(json!(""));
+    let running = c.running();
+    let mut bindings = Map::new();
+    for m in &c.ports {
+        let key = format!("{}/{}", m.container_port, m.proto);
+        let entry = bindings.entry(key).or_insert_with(|| json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(json!({
+                "HostIp": m.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+                "HostPort": m.host_port.to_string()
+            }));
+        }
+    }
+    let env: Vec<String> = c
+        .user_env
+        .iter()
+        .chain(c.env.iter())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     json!({
         "Id": c.id,
         "Name": format!("/{}", c.name),
         "Created": c.created,
-        "State": {"Running": c.running(), "Pid": c.pid.unwrap_or(0)},
-        "Config": {"Cmd": c.cmd, "ExposedPorts": exposed, "Hostname": c.hostname},
-        "HostConfig": {"NetworkMode": c.network, "Dns": c.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "Path": c.cmd.first().cloned().unwrap_or_default(),
+        "Args": c.cmd.iter().skip(1).cloned().collect::<Vec<_>>(),
+        "State": {
+            "Status": if running { "running" } else { "exited" },
+            "Running": running,
+            "Pid": if running { c.own_pid().unwrap_or(0) } else { 0 },
+            "ExitCode": 0,
+        },
+        "Config": {"Cmd": c.cmd, "Env": env, "Labels": c.labels, "ExposedPorts": exposed, "Hostname": c.hostname},
+        "HostConfig": {"NetworkMode": c.network, "PortBindings": bindings,
+                       "Links": c.links.iter().map(|(t, a)| format!("/{t}:/{}/{a}", c.name)).collect::<Vec<_>>(),
+                       "Dns": c.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
                        "ExtraHosts": c.add_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>()},
         "NetworkSettings": {
             "Ports": ports,

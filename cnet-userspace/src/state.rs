@@ -161,6 +161,12 @@ pub struct Container {
     #[serde(default)]
     pub pid_start: Option<u64>,
     pub created: String,
+    /// `-e KEY=VALUE` for the command.
+    #[serde(default)]
+    pub user_env: Vec<(String, String)>,
+    /// `--label KEY=VALUE`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// `--link NAME[:ALIAS]`: (linked container, alias).
     #[serde(default)]
     pub links: Vec<(String, String)>,

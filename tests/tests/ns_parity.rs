@@ -457,3 +457,88 @@ fn a_failed_removal_keeps_the_container_tracked_until_it_succeeds() {
     let listed = inst.ok(&["ps", "-a", "--format", "{{.Names}}"]);
     assert!(!listed.contains(&c), "{listed} {out:?}");
 }
+
+#[test]
+fn run_flags_and_inspect_fields_as_docker() {
+    let inst = Instance::up(1, &[]);
+    let w = ctr("w");
+    inst.run_server(
+        &w,
+        &[
+            "-e",
+            "GREETING=hello",
+            "--label",
+            "tier=web",
+            "-h",
+            "webhost",
+            "-p",
+            "8080:80",
+            "--add-host",
+            "dockerhost:host-gateway",
+        ],
+        &[80],
+    );
+    let v: serde_json::Value = serde_json::from_str(&inst.ok(&["inspect", &w])).unwrap();
+    let c = &v[0];
+    assert_eq!(c["State"]["Status"], "running");
+    assert!(c["State"]["Pid"].as_u64().unwrap() > 1);
+    assert_eq!(c["Path"], cnet_tests::traffic::testsrv());
+    assert_eq!(c["Args"], serde_json::json!(["serve", "80"]));
+    assert_eq!(c["Config"]["Labels"]["tier"], "web");
+    assert!(
+        c["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=hello"),
+        "{c}"
+    );
+    assert_eq!(c["Config"]["Hostname"], "webhost");
+    assert_eq!(
+        c["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"],
+        "8080"
+    );
+    assert_eq!(
+        c["HostConfig"]["ExtraHosts"][0], "dockerhost:172.17.0.1",
+        "host-gateway"
+    );
+    let created = c["Created"].as_str().unwrap();
+    assert!(
+        created.len() == "2026-11-23T09:38:32.123456789Z".len() && created.ends_with('Z'),
+        "RFC 3339 with nanoseconds: {created}"
+    );
+    // The command really gets the environment and the hostname.
+    let out = inst.ok(&[
+        "run",
+        "-e",
+        "A=1",
+        "-e",
+        "HOME",
+        "-h",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo $A $(hostname)",
+    ]);
+    assert_eq!(out.trim(), "1 box");
+    let e = inst.fails(&["run", "-d", "--rm", "--", "true"]);
+    assert!(e.contains("--rm with -d"), "{e}");
+    let e = inst.fails(&["run", "-e", "=x", "--", "true"]);
+    assert!(e.contains("\"=x\""), "{e}");
+    // network ls -q / --format, and network inspect's fields.
+    inst.ok(&["network", "create", "--subnet", "10.83.0.0/24", "nl"]);
+    let q = inst.ok(&["network", "ls", "-q"]);
+    assert_eq!(q.lines().count(), 4, "{q}");
+    assert!(q.lines().all(|l| l.len() == 12), "{q}");
+    let names = inst.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert!(
+        names.lines().any(|l| l == "nl bridge") && names.lines().any(|l| l == "none null"),
+        "{names}"
+    );
+    let n: serde_json::Value =
+        serde_json::from_str(&inst.ok(&["network", "inspect", "nl"])).unwrap();
+    assert_eq!(n[0]["EnableIPv6"], false);
+    assert_eq!(n[0]["Attachable"], false);
+    assert!(n[0]["Created"].as_str().unwrap().ends_with('Z'), "{n}");
+}
