@@ -38,7 +38,7 @@ pub fn filters_delivered(
     } else {
         u16::from_be(p)
     };
-    filters(saddr, d, proto, port, count_all)
+    filters(base, saddr, d, proto, port, count_all)
 }
 
 /// What the filter list says about a packet.
@@ -50,20 +50,21 @@ pub enum Verdict {
     Allow,
 }
 
-/// Runs the live set of filter rules in order on a packet (addresses in
+/// Runs the live set of filter rules (starting at slot `base`, the half
+/// `FILTER_SET` names, read once by the caller) in order on a packet (addresses in
 /// network byte order, `dport` in host order, 0 for protocols without
 /// ports). `count_all` false (XDP, which TC follows): only a matching drop
 /// rule is counted here, an allow rule is counted by TC, so every packet is
 /// counted once.
 #[inline(always)]
-pub fn filters(
+fn filters(
+    base: u32,
     saddr: u32,
     daddr: u32,
     proto: u8,
     dport: u16,
     count_all: bool,
 ) -> Result<Verdict, DropReason> {
-    let base = (FILTER_SET.get(0).copied().unwrap_or(0) & 1) * FILTERS_MAX;
     for slot in 0..FILTERS_MAX {
         let Some(rule) = FILTERS.get(base + slot) else {
             break;

@@ -481,18 +481,7 @@ pub fn ls(st: &State, quiet: bool, format: Option<&str>) -> Result<String> {
                 .unwrap_or(0)
         })
         .collect();
-    let _ = writeln!(
-        out,
-        "{:<w0$}   {:<w1$}   {:<w2$}   {}",
-        head[0],
-        head[1],
-        head[2],
-        head[3],
-        w0 = w[0],
-        w1 = w[1],
-        w2 = w[2]
-    );
-    for r in &rows {
+    let mut line = |r: [&str; 4]| {
         let _ = writeln!(
             out,
             "{:<w0$}   {:<w1$}   {:<w2$}   {}",
@@ -504,6 +493,10 @@ pub fn ls(st: &State, quiet: bool, format: Option<&str>) -> Result<String> {
             w1 = w[1],
             w2 = w[2]
         );
+    };
+    line(head);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3]]);
     }
     Ok(out)
 }
