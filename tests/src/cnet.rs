@@ -105,15 +105,22 @@ impl Instance {
 
     /// Like [`Self::cnet`], with extra environment variables.
     pub fn cnet_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.topo.host.name))
-            .arg(cnet_bin())
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
+        self.command(args)
             .envs(env.iter().copied())
             .output()
             .unwrap()
+    }
+
+    /// The command `cnet --root <root> args...` in the host namespace, not
+    /// started (nsenter execs cnet, so the child's PID is cnet's).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.topo.host.name))
+            .arg(cnet_bin())
+            .arg("--root")
+            .arg(&self.root)
+            .args(args);
+        cmd
     }
 
     /// Like [`Self::cnet`], panicking with stderr unless it succeeds; returns stdout.

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cnet;
+pub mod consistency;
 pub mod frames;
 pub mod netns;
 pub mod prog;

@@ -6,6 +6,7 @@
 //! move, the lock file kept by `down`.
 #![allow(clippy::unwrap_used, reason = "tests panic on failure")]
 
+use cnet_tests::consistency::state;
 use cnet_tests::{
     cnet::Instance,
     netns::{addr, unique_name},
@@ -14,10 +15,6 @@ use cnet_tests::{
 
 fn ctr(base: &str) -> String {
     format!("{base}-{}", unique_name())
-}
-
-fn state(inst: &Instance) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(inst.root.join("state.json")).unwrap()).unwrap()
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use cnet_tests::consistency::state;
 use cnet_tests::{
     cnet::{Instance, cnet_bin},
     netns::{addr, unique_name},
@@ -16,10 +17,6 @@ use cnet_tests::{
 
 fn ctr(base: &str) -> String {
     format!("{base}-{}", unique_name())
-}
-
-fn state(inst: &Instance) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(inst.root.join("state.json")).unwrap()).unwrap()
 }
 
 fn map_len(inst: &Instance, name: &str) -> usize {

@@ -70,6 +70,34 @@ pub fn run_cnet(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask soak`: the fault loop with `kills` SIGKILLs, then the crash
+/// points, with the output shown as it comes.
+pub fn soak(kills: u32, seed: Option<u64>) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the soak builds namespaces: run `sudo -E cargo xtask soak`");
+    }
+    all()?;
+    let mut cmd = cargo(&[
+        "test",
+        "-p",
+        "cnet-tests",
+        "--test",
+        "ns_fault",
+        "--test",
+        "ns_crash",
+        "--",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ]);
+    cmd.env("CNET_FAULT_KILLS", kills.to_string());
+    if let Some(s) = seed {
+        cmd.env("CNET_FAULT_SEED", s.to_string());
+    }
+    run(&mut cmd)
+}
+
 /// Builds everything in release mode and runs the benchmark driver as root.
 pub fn bench(quick: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions.

@@ -28,6 +28,15 @@ enum Cmd {
     Test,
     /// cnet against the routed ceiling, Docker's iptables rules and a userland
     /// proxy, from 0 to 10,000 published ports; table, JSON and PNG in target/bench.
+    /// The long fault suites: 200 random SIGKILLs (`--kills N` for more)
+    /// around surviving containers, then every crash point again.
+    Soak {
+        #[arg(long, default_value_t = 200)]
+        kills: u32,
+        /// Replay a run (its seed is printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     Bench {
         /// A short run (under 2 minutes).
         #[arg(long)]
@@ -41,6 +50,7 @@ fn main() -> ExitCode {
         Cmd::Build => bootstrap::ensure().and_then(|()| build::all().map(|_| ())),
         Cmd::Run { args } => bootstrap::ensure().and_then(|()| build::run_cnet(&args)),
         Cmd::Test => test::all(),
+        Cmd::Soak { kills, seed } => bootstrap::ensure().and_then(|()| build::soak(kills, seed)),
         Cmd::Bench { quick } => bootstrap::ensure().and_then(|()| build::bench(quick)),
     };
     match result {
