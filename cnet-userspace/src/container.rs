@@ -335,6 +335,7 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
             .unwrap_or_else(|| id[..12].to_string()),
         dns,
         add_hosts,
+        exit: None,
     };
     let no_ports = opts.publish.is_empty() && !opts.publish_all;
     match network.as_str() {
@@ -840,35 +841,26 @@ fn endpoint_entry(
     Ok(())
 }
 
-/// The time now as Docker writes it: RFC 3339 in UTC with nanoseconds.
+/// The time now as Docker writes it: RFC 3339 in UTC, with as many
+/// fractional digits as needed up to nanoseconds (Go's RFC3339Nano).
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    jiff::Timestamp::now().to_string()
+}
+
+/// Seconds since the epoch of a time written by [`now_rfc3339`].
+pub fn parse_rfc3339(t: &str) -> Option<i64> {
+    t.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
 /// Starts the container's command inside its namespace. Detached processes
 /// get their own session and log to `<root>/logs/<name>.log`.
-pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process::Child> {
+///
+/// A detached command is started by a waiter process forked from cnet (no
+/// exec): it stays outside the container's namespaces, in its own session,
+/// waits for the command and writes its exit code to `<root>/exit/<id>`
+/// (`State.ExitCode`, `Exited (N)`). Returns the process to reap (the
+/// waiter, or the command in the foreground) and the command's PID.
+pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<(std::process::Child, u32)> {
     // The namespace to join: its own, the target's (container:NAME), or none (host).
     let ns_name = match c.network.strip_prefix("container:") {
         Some(t) => Some(t.to_string()),
@@ -916,9 +908,23 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
             .stdout(log.try_clone()?)
             .stderr(log);
     }
+    let waiter = if detach {
+        fs::create_dir_all(paths.exits())
+            .with_context(|| format!("creating {}", paths.exits().display()))?;
+        let exit_path = paths.exits().join(&c.id);
+        let _ = fs::remove_file(&exit_path);
+        Some(Waiter::new(&exit_path)?)
+    } else {
+        None
+    };
+    let waiter_fds = waiter.as_ref().map(Waiter::child_side);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(w) = &waiter_fds {
+                // From here on this is the command; its parent waits for it.
+                w.fork_command()?;
+            }
             if fd >= 0 && libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -988,7 +994,147 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<std::process:
         })
     })?;
     drop(ns);
-    Ok(child)
+    let pid = match waiter {
+        Some(w) => w
+            .command_pid()
+            .with_context(|| format!("starting {:?} in container {}", c.cmd, c.name))?,
+        None => child.id(),
+    };
+    Ok((child, pid))
+}
+
+/// The parent side of a detached command's waiter: the exit file's path and
+/// a pipe on which the waiter sends the command's PID.
+struct Waiter {
+    exit_path: std::ffi::CString,
+    pid_r: std::os::fd::OwnedFd,
+    pid_w: std::os::fd::OwnedFd,
+}
+
+/// What the forked child needs (raw values: used between fork and exec).
+struct WaiterFds {
+    exit_path: std::ffi::CString,
+    pid_w: i32,
+}
+
+impl Waiter {
+    fn new(exit_path: &std::path::Path) -> Result<Self> {
+        let exit_path = std::ffi::CString::new(exit_path.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("exit file path {}", exit_path.display()))?;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds that we own from here on.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("creating a pipe");
+        }
+        use std::os::fd::FromRawFd;
+        // SAFETY: fresh fds from pipe2, owned by nothing else.
+        let (pid_r, pid_w) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        Ok(Self {
+            exit_path,
+            pid_r,
+            pid_w,
+        })
+    }
+
+    fn child_side(&self) -> WaiterFds {
+        WaiterFds {
+            exit_path: self.exit_path.clone(),
+            pid_w: self.pid_w.as_raw_fd(),
+        }
+    }
+
+    /// The command's PID, once the waiter sent it (after spawn returned).
+    fn command_pid(self) -> Result<u32> {
+        drop(self.pid_w);
+        let mut f = File::from(self.pid_r);
+        let mut buf = [0u8; 4];
+        std::io::Read::read_exact(&mut f, &mut buf)
+            .context("the waiter process ended before sending the command's PID")?;
+        Ok(u32::from_ne_bytes(buf))
+    }
+}
+
+impl WaiterFds {
+    /// In the child between fork and exec: forks again. The grandchild
+    /// returns (and goes on to exec the command, in a session of its own);
+    /// this process becomes the waiter and never returns.
+    ///
+    /// # Safety
+    /// Only async-signal-safe calls: this runs in a forked child.
+    unsafe fn fork_command(&self) -> std::io::Result<()> {
+        // SAFETY: async-signal-safe calls only, in a single-threaded child.
+        unsafe {
+            let pid = libc::fork();
+            if pid < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if pid == 0 {
+                libc::setsid();
+                return Ok(());
+            }
+            libc::setsid();
+            for sig in [
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGHUP,
+                libc::SIGTERM,
+                libc::SIGPIPE,
+            ] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            let bytes = (pid as u32).to_ne_bytes();
+            libc::write(self.pid_w, bytes.as_ptr().cast(), bytes.len());
+            // Every inherited fd closed: the log, and std's exec-status pipe,
+            // whose reader (cnet) waits until every copy is closed.
+            if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+                for fd in 0..1024 {
+                    libc::close(fd);
+                }
+            }
+            let mut status = 0;
+            loop {
+                let r = libc::waitpid(pid, &mut status, 0);
+                if r == pid {
+                    break;
+                }
+                if r < 0 && *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(1);
+                }
+            }
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+            // The decimal code, formatted without allocating.
+            let mut buf = [b'\n'; 4];
+            let mut n = 3;
+            let mut v = code.clamp(0, 255) as u8;
+            loop {
+                n -= 1;
+                buf[n] = b'0' + v % 10;
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            let fd = libc::open(
+                self.exit_path.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd >= 0 {
+                libc::write(fd, buf[n..].as_ptr().cast(), 4 - n);
+                libc::close(fd);
+            }
+            libc::_exit(0);
+        }
+    }
 }
 
 /// Removes every trace of container `name`: processes, map entries,
@@ -1048,6 +1194,7 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
         }
         bail!("removing container {name}: {}", errors.join("; "));
     }
+    let _ = fs::remove_file(paths.exits().join(&c.id));
     state.containers.remove(name);
     sync_hosts(state);
     Ok(())

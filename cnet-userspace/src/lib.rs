@@ -73,10 +73,10 @@ fn create_and_start(
         st.containers.insert(name.clone(), c.clone());
         state::save(paths, &st)?;
         crash::point("run:journaled");
-        let child = match container::build(paths, &st, &c)
+        let (child, pid) = match container::build(paths, &st, &c)
             .and_then(|()| container::start(paths, &c, detach))
         {
-            Ok(ch) => ch,
+            Ok(started) => started,
             Err(e) => {
                 let _ = container::teardown(paths, &mut st, &name);
                 state::save(paths, &st)?;
@@ -84,8 +84,8 @@ fn create_and_start(
             }
         };
         crash::point("run:started");
-        c.pid = Some(child.id());
-        c.pid_start = state::proc_start(child.id());
+        c.pid = Some(pid);
+        c.pid_start = state::proc_start(pid);
         c.phase = state::Phase::Ready;
         st.containers.insert(name.clone(), c);
         if let Err(e) = state::save(paths, &st) {

@@ -67,20 +67,49 @@ fn command_column(c: &Container) -> String {
     format!("\"{cut}\"")
 }
 
+/// Docker's STATUS column: `Up 5 seconds`, `Exited (3) 2 minutes ago`.
+pub fn status_column(c: &Container) -> String {
+    let now = jiff::Timestamp::now().as_second();
+    if c.running() {
+        let since = crate::container::parse_rfc3339(&c.created).unwrap_or(now);
+        return format!("Up {}", human_duration(now - since));
+    }
+    match c.exit {
+        Some(e) => format!(
+            "Exited ({}) {} ago",
+            e.code,
+            human_duration(now - e.at as i64)
+        ),
+        None => "Exited".into(),
+    }
+}
+
+/// Docker's `units.HumanDuration`.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    match () {
+        _ if s < 1 => "Less than a second".into(),
+        _ if s == 1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{d} days"),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", d / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", d / 30),
+        _ => format!("{} years", d / 365),
+    }
+}
+
 /// One `cnet ps` row's fields, by Docker's template names.
 fn ps_fields(c: &Container) -> Vec<(&'static str, String)> {
     vec![
         ("ID", c.id.chars().take(12).collect()),
         ("Command", command_column(c)),
         ("CreatedAt", c.created.clone()),
-        (
-            "Status",
-            if c.running() {
-                "Up".into()
-            } else {
-                "Exited".into()
-            },
-        ),
+        ("Status", status_column(c)),
         ("Ports", ports_column(c)),
         ("Names", c.name.clone()),
         ("Networks", c.network.clone()),
@@ -283,7 +312,11 @@ pub fn inspect(state: &State, c: &Container) -> Value {
             "Status": if running { "running" } else { "exited" },
             "Running": running,
             "Pid": if running { c.own_pid().unwrap_or(0) } else { 0 },
-            "ExitCode": 0,
+            "ExitCode": c.exit.map_or(0, |e| e.code),
+            "StartedAt": c.created,
+            "FinishedAt": c.exit
+                .and_then(|e| jiff::Timestamp::from_second(e.at as i64).ok())
+                .map_or_else(|| "0001-01-01T00:00:00Z".to_string(), |t| t.to_string()),
         },
         "Config": {"Cmd": c.cmd, "Env": env, "Labels": c.labels, "ExposedPorts": exposed, "Hostname": c.hostname},
         "HostConfig": {"NetworkMode": c.network, "PortBindings": bindings,
@@ -362,4 +395,28 @@ pub fn stats_json(paths: &crate::state::Paths, st: &State) -> anyhow::Result<Val
         .collect();
     m.insert("filters".into(), f.into());
     Ok(Value::Object(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_as_dockers() {
+        for (s, want) in [
+            (0, "Less than a second"),
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (60, "About a minute"),
+            (150, "2 minutes"),
+            (3600, "About an hour"),
+            (3 * 3600, "3 hours"),
+            (3 * 86_400, "3 days"),
+            (20 * 86_400, "2 weeks"),
+            (90 * 86_400, "3 months"),
+            (800 * 86_400, "2 years"),
+        ] {
+            assert_eq!(human_duration(s), want, "{s} s");
+        }
+    }
 }

@@ -56,6 +56,33 @@ impl Paths {
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// Exit codes of detached commands, one file per container id.
+    pub fn exits(&self) -> PathBuf {
+        self.root.join("exit")
+    }
+}
+
+/// How a detached container's command ended: written to `<root>/exit/<id>`
+/// by the process that waits for it (see `container::start`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code, or 128 + the signal that ended it (Docker's convention).
+    pub code: i32,
+    /// When it ended (the file's mtime), seconds since the epoch.
+    pub at: u64,
+}
+
+/// The recorded exit of container `id`, if its command ended.
+pub fn read_exit(paths: &Paths, id: &str) -> Option<Exit> {
+    let p = paths.exits().join(id);
+    let text = fs::read_to_string(&p).ok()?;
+    let code = text.trim().parse().ok()?;
+    let at = fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Some(Exit { code, at })
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -196,6 +223,9 @@ pub struct Container {
     /// `--add-host NAME:IP`.
     #[serde(default)]
     pub add_hosts: Vec<(String, Ipv4Addr)>,
+    /// How the command ended, if it did (read from `<root>/exit` on load).
+    #[serde(skip)]
+    pub exit: Option<Exit>,
 }
 
 fn default_network() -> String {
@@ -370,6 +400,9 @@ impl Container {
     }
 
     pub fn running(&self) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
         let Some(pid) = self.own_pid() else {
             return false;
         };
@@ -480,8 +513,11 @@ pub fn load(paths: &Paths) -> Result<Option<State>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
     };
-    let s: State =
+    let mut s: State =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    for c in s.containers.values_mut() {
+        c.exit = read_exit(paths, &c.id);
+    }
     if s.version != STATE_VERSION {
         bail!(
             "{} has state version {}, this cnet reads version {STATE_VERSION}",

@@ -208,8 +208,16 @@ fn ps_rm_inspect_and_exit_codes_as_docker() {
     inst.run_server(&c, &[], &[80]);
     // A detached command that exits at once: listed only with -a.
     let gone = ctr("gone");
-    inst.ok(&["run", "-d", "--name", &gone, "--", "true"]);
+    inst.ok(&["run", "-d", "--name", &gone, "--", "sh", "-c", "exit 3"]);
     inst.track(&gone);
+    let killed = ctr("killed");
+    inst.run_server(&killed, &[], &[80]);
+    let pid = serde_json::from_str::<serde_json::Value>(&inst.ok(&["inspect", &killed])).unwrap()
+        [0]["State"]["Pid"]
+        .as_i64()
+        .unwrap();
+    // SAFETY: the server this test started, by its PID.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let names = inst.ok(&["ps", "--format", "{{.Names}}"]);
     assert!(
@@ -217,7 +225,25 @@ fn ps_rm_inspect_and_exit_codes_as_docker() {
         "{names}"
     );
     let all = inst.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
-    assert!(all.lines().any(|l| l == format!("{gone} Exited")), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with(&format!("{gone} Exited (3) ")) && l.ends_with(" ago")),
+        "{all}"
+    );
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with(&format!("{killed} Exited (137) "))),
+        "{all}"
+    );
+    assert!(
+        all.lines().any(|l| l.starts_with(&format!("{a} Up "))),
+        "{all}"
+    );
+    // The exit code in inspect, as `docker inspect -f '{{.State.ExitCode}}'`.
+    let v: serde_json::Value = serde_json::from_str(&inst.ok(&["inspect", &gone])).unwrap();
+    assert_eq!(v[0]["State"]["Status"], "exited", "{v}");
+    assert_eq!(v[0]["State"]["ExitCode"], 3, "{v}");
+    assert_eq!(v[0]["State"]["Running"], false, "{v}");
     // -q: short ids; {{json .}}; ranges collapsed; an unknown field named.
     let q = inst.ok(&["ps", "-q"]);
     assert!(q.lines().any(|l| l == &inst.id_of(&a)[..12]), "{q}");
