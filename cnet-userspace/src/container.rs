@@ -36,6 +36,14 @@ pub struct RunOptions {
     pub ip: Option<String>,
     pub hostname: Option<String>,
     pub dns: Vec<String>,
+    /// `--dns-search DOMAIN` (repeatable).
+    pub dns_search: Vec<String>,
+    /// `--dns-option OPT` (repeatable), resolv.conf's `options`.
+    pub dns_options: Vec<String>,
+    /// `--mac-address`: eth0's MAC instead of 02:42 and the address.
+    pub mac_address: Option<String>,
+    /// `--rm`: removed when its command exits (detached ones too).
+    pub auto_remove: bool,
     /// `NAME:IP`
     pub add_hosts: Vec<String>,
     pub aliases: Vec<String>,
@@ -248,6 +256,28 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
                 .with_context(|| format!("--dns {d:?} is not an IPv4 address"))
         })
         .collect::<Result<_>>()?;
+    for d in &opts.dns_search {
+        ensure!(
+            !d.is_empty()
+                && d.len() <= 253
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')),
+            "invalid --dns-search {d:?}: expected a domain name"
+        );
+    }
+    for o in &opts.dns_options {
+        ensure!(
+            !o.is_empty() && o.chars().all(|c| c.is_ascii_graphic()),
+            "invalid --dns-option {o:?}: expected one resolv.conf option (e.g. ndots:2)"
+        );
+    }
+    if opts.mac_address.is_some() {
+        let net = opts.network.as_deref().unwrap_or("bridge");
+        ensure!(
+            net != "host" && net != "none" && !net.starts_with("container:"),
+            "conflicting options: --mac-address and the network mode {net}"
+        );
+    }
     let user_env: Vec<(String, String)> = opts
         .env
         .iter()
@@ -263,15 +293,7 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
             Ok((k, v))
         })
         .collect::<Result<_>>()?;
-    let labels: std::collections::BTreeMap<String, String> = opts
-        .labels
-        .iter()
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-            ensure!(!k.is_empty(), "invalid --label {l:?}: expected KEY=VALUE");
-            Ok((k.to_string(), v.to_string()))
-        })
-        .collect::<Result<_>>()?;
+    let labels = parse_labels(&opts.labels)?;
     let add_hosts: Vec<(String, Ipv4Addr)> = opts
         .add_hosts
         .iter()
@@ -334,6 +356,9 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
             .clone()
             .unwrap_or_else(|| id[..12].to_string()),
         dns,
+        dns_search: opts.dns_search.clone(),
+        dns_options: opts.dns_options.clone(),
+        auto_remove: opts.auto_remove,
         add_hosts,
         exit: None,
     };
@@ -406,7 +431,7 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
     );
     let links = plan_links(state, &opts.links)?;
     let (ports, exposed) = plan_ports(state, opts)?;
-    let used: Vec<Ipv4Addr> = state.members(&network).into_iter().map(|m| m.0).collect();
+    let used = state.taken_ips(&network);
     if opts.ip.is_some() {
         ensure!(
             view.user_defined,
@@ -415,13 +440,45 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
     }
     let ip = choose_ip(&view, opts.ip.as_deref(), &used)?;
     c.ip = ip;
-    c.mac = ipam::mac_string(ipam::mac_for(ip));
+    c.mac = match &opts.mac_address {
+        Some(m) => {
+            let mac = ipam::mac_string(ipam::parse_mac(m)?);
+            let clash = state.containers.values().find(|o| {
+                o.interfaces()
+                    .iter()
+                    .any(|a| a.network == network && a.mac == mac)
+            });
+            if let Some(o) = clash {
+                bail!(
+                    "--mac-address {m}: container {} already uses it on network {network}",
+                    o.name
+                );
+            }
+            mac
+        }
+        None => ipam::mac_string(ipam::mac_for(ip)),
+    };
     c.veth = format!("veth{}", &id[..7]);
     c.ports = ports;
     c.exposed = exposed;
     c.env = link_env(state, &name, &links);
     c.links = links;
     Ok(c)
+}
+
+/// `--label KEY[=VALUE]`s (Docker: a bare key has an empty value).
+pub fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            ensure!(
+                !k.is_empty() && !k.chars().any(char::is_whitespace),
+                "invalid --label {l:?}: expected KEY=VALUE"
+            );
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// A requested address (checked) or the next free one of the network.
@@ -683,13 +740,44 @@ fn write_hosts(state: &State, c: &Container, undo: &mut Undo) -> Result<()> {
     // very inode through its bind mount.
     fs::write(&path, hosts_text(state, c))
         .with_context(|| format!("writing {}", path.display()))?;
-    let dns = if c.dns.is_empty() { &state.dns } else { &c.dns };
-    if !dns.is_empty() {
+    if let Some(text) = resolv_conf(state, c) {
         let resolv = dir.join("resolv.conf");
-        let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
         fs::write(&resolv, text).with_context(|| format!("writing {}", resolv.display()))?;
     }
     Ok(())
+}
+
+/// The container's resolv.conf, when it differs from the host's: its
+/// nameservers (`--dns`, else daemon.json's, else the host's that are not
+/// loopback addresses, as Docker filters them), `search` and `options`.
+fn resolv_conf(state: &State, c: &Container) -> Option<String> {
+    let dns = if c.dns.is_empty() { &state.dns } else { &c.dns };
+    if dns.is_empty() && c.dns_search.is_empty() && c.dns_options.is_empty() {
+        return None;
+    }
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut text = String::new();
+    if dns.is_empty() {
+        for l in host.lines() {
+            let mut w = l.split_whitespace();
+            if w.next() == Some("nameserver")
+                && let Some(a) = w.next()
+                && a.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| !ip.is_loopback())
+            {
+                text.push_str(&format!("nameserver {a}\n"));
+            }
+        }
+    } else {
+        text.extend(dns.iter().map(|d| format!("nameserver {d}\n")));
+    }
+    if !c.dns_search.is_empty() {
+        text.push_str(&format!("search {}\n", c.dns_search.join(" ")));
+    }
+    if !c.dns_options.is_empty() {
+        text.push_str(&format!("options {}\n", c.dns_options.join(" ")));
+    }
+    Some(text)
 }
 
 /// Rewrites the hosts file of every container on a user-defined network, so
@@ -824,7 +912,7 @@ fn endpoint_entry(
         undo.push("detach veth program", move || loader::detach(&p, &link));
     }
     let ifindex = net::ifindex(&a.veth)?;
-    let mac = ipam::mac_for(a.ip);
+    let mac = ipam::parse_mac(&a.mac).with_context(|| format!("MAC of {}", a.veth))?;
     loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS)?
         .insert(
             addr_key(a.ip.octets()),
@@ -913,7 +1001,18 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<(std::process
             .with_context(|| format!("creating {}", paths.exits().display()))?;
         let exit_path = paths.exits().join(&c.id);
         let _ = fs::remove_file(&exit_path);
-        Some(Waiter::new(&exit_path)?)
+        // `--rm`: once the command ended, the waiter becomes `cnet rm -f ID`.
+        let remove = c.auto_remove.then(|| {
+            [
+                "cnet".into(),
+                "--root".into(),
+                paths.root.as_os_str().to_owned(),
+                "rm".into(),
+                "-f".into(),
+                c.id.clone().into(),
+            ]
+        });
+        Some(Waiter::new(&exit_path, remove)?)
     } else {
         None
     };
@@ -1007,6 +1106,7 @@ pub fn start(paths: &Paths, c: &Container, detach: bool) -> Result<(std::process
 /// a pipe on which the waiter sends the command's PID.
 struct Waiter {
     exit_path: std::ffi::CString,
+    remove: Option<Vec<std::ffi::CString>>,
     pid_r: std::os::fd::OwnedFd,
     pid_w: std::os::fd::OwnedFd,
 }
@@ -1014,13 +1114,22 @@ struct Waiter {
 /// What the forked child needs (raw values: used between fork and exec).
 struct WaiterFds {
     exit_path: std::ffi::CString,
+    remove: Option<Vec<std::ffi::CString>>,
     pid_w: i32,
 }
 
 impl Waiter {
-    fn new(exit_path: &std::path::Path) -> Result<Self> {
+    fn new(exit_path: &std::path::Path, remove: Option<[std::ffi::OsString; 6]>) -> Result<Self> {
         let exit_path = std::ffi::CString::new(exit_path.as_os_str().as_encoded_bytes())
             .with_context(|| format!("exit file path {}", exit_path.display()))?;
+        let remove = remove
+            .map(|args| {
+                args.iter()
+                    .map(|a| std::ffi::CString::new(a.as_encoded_bytes()))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .context("an argument of the --rm command")?;
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills two fds that we own from here on.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -1036,6 +1145,7 @@ impl Waiter {
         };
         Ok(Self {
             exit_path,
+            remove,
             pid_r,
             pid_w,
         })
@@ -1044,6 +1154,7 @@ impl Waiter {
     fn child_side(&self) -> WaiterFds {
         WaiterFds {
             exit_path: self.exit_path.clone(),
+            remove: self.remove.clone(),
             pid_w: self.pid_w.as_raw_fd(),
         }
     }
@@ -1131,6 +1242,21 @@ impl WaiterFds {
             if fd >= 0 {
                 libc::write(fd, buf[n..].as_ptr().cast(), 4 - n);
                 libc::close(fd);
+            }
+            if let Some(args) = &self.remove {
+                // `--rm`: stdio on /dev/null (cnet rm reports nothing anyone
+                // reads), then this process becomes `cnet rm -f ID`.
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::dup2(null, 2);
+                }
+                let mut argv: [*const libc::c_char; 7] = [std::ptr::null(); 7];
+                for (slot, a) in argv.iter_mut().zip(args) {
+                    *slot = a.as_ptr();
+                }
+                libc::execv(c"/proc/self/exe".as_ptr(), argv.as_ptr());
             }
             libc::_exit(0);
         }

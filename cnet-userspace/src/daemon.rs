@@ -198,6 +198,10 @@ fn route(paths: &Paths, method: &str, target: &str, body: &[u8]) -> Reply {
                     ip: string(&b, "ip")?,
                     hostname: string(&b, "hostname")?,
                     dns: strings(&b, "dns")?,
+                    dns_search: strings(&b, "dns_search")?,
+                    dns_options: strings(&b, "dns_options")?,
+                    mac_address: string(&b, "mac_address")?,
+                    auto_remove: b["auto_remove"].as_bool().unwrap_or(false),
                     add_hosts: strings(&b, "add_hosts")?,
                     aliases: strings(&b, "aliases")?,
                     env: strings(&b, "env")?,
@@ -261,6 +265,9 @@ fn route(paths: &Paths, method: &str, target: &str, body: &[u8]) -> Reply {
                     ip_range: string(&b, "ip_range")?,
                     internal: b["internal"].as_bool().unwrap_or(false),
                     options: strings(&b, "options")?,
+                    labels: strings(&b, "labels")?,
+                    attachable: b["attachable"].as_bool().unwrap_or(false),
+                    aux_addresses: strings(&b, "aux_addresses")?,
                 };
                 Reply(201, json!({"Id": network::create(paths, &o)?}))
             }

@@ -152,6 +152,28 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// A MAC address `xx:xx:xx:xx:xx:xx` a container may use: unicast, not zero.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bad = || anyhow::anyhow!("invalid MAC address: {s}");
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    ensure!(
+        mac[0] & 1 == 0,
+        "invalid MAC address: {s} is a multicast address"
+    );
+    ensure!(mac != [0; 6], "invalid MAC address: {s} is all zeros");
+    Ok(mac)
+}
+
 pub fn mac_string(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use cnet::{
     container::RunOptions,
     ipam::Cidr,
+    listfilter::{self, ListFilters},
     show,
     state::{self, Paths},
     up::{self, UpOptions},
@@ -68,8 +69,8 @@ enum Cmd {
         /// Run in the background and print the container's full id.
         #[arg(short = 'd', long)]
         detach: bool,
-        /// Remove the container when its command exits (what a foreground
-        /// run always does; with -d, refused: nothing would be left to do it).
+        /// Remove the container when its command exits (a foreground run
+        /// always does; with -d, the process that waits for the command does).
         #[arg(long)]
         rm: bool,
         /// Set an environment variable for the command: KEY=VALUE, or KEY to
@@ -105,6 +106,15 @@ enum Cmd {
         /// Nameserver for the container (repeatable).
         #[arg(long)]
         dns: Vec<String>,
+        /// A DNS search domain (repeatable).
+        #[arg(long = "dns-search")]
+        dns_search: Vec<String>,
+        /// A resolv.conf option such as ndots:2 (repeatable).
+        #[arg(long = "dns-option", alias = "dns-opt")]
+        dns_options: Vec<String>,
+        /// The container's MAC address on its network (default 02:42 + its IPv4 address).
+        #[arg(long = "mac-address")]
+        mac_address: Option<String>,
         /// An extra /etc/hosts entry NAME:IP (repeatable).
         #[arg(long = "add-host")]
         add_hosts: Vec<String>,
@@ -134,6 +144,10 @@ enum Cmd {
         /// {{.Ports}} {{.Status}} {{.Command}} {{.CreatedAt}} {{.Networks}} {{json .}}.
         #[arg(long)]
         format: Option<String>,
+        /// KEY=VALUE, as Docker's: id, name, label, status, exited, network,
+        /// publish, expose, before, since (repeatable; same key ORs, keys AND).
+        #[arg(short, long = "filter")]
+        filter: Vec<String>,
     },
     /// Show containers as JSON, in Docker's shape.
     Inspect {
@@ -197,6 +211,15 @@ enum NetworkCmd {
         /// ...enable_ip_masquerade, com.docker.network.driver.mtu).
         #[arg(short = 'o', long = "opt")]
         options: Vec<String>,
+        /// Metadata KEY[=VALUE] (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Accepted as Docker's (every cnet network can be joined by `cnet run`).
+        #[arg(long)]
+        attachable: bool,
+        /// NAME=IP: an address of the subnet IPAM never gives to a container (repeatable).
+        #[arg(long = "aux-address")]
+        aux_addresses: Vec<String>,
         name: String,
     },
     /// List networks (the built-in bridge, host and none too).
@@ -207,6 +230,10 @@ enum NetworkCmd {
         /// A Go-template per network: {{.ID}} {{.Name}} {{.Driver}} {{.Scope}} {{json .}}.
         #[arg(long)]
         format: Option<String>,
+        /// KEY=VALUE, as Docker's: driver, id, label, name, scope, type
+        /// (custom|builtin), dangling (true|false); repeatable.
+        #[arg(short, long = "filter")]
+        filter: Vec<String>,
     },
     /// Show networks as JSON, in Docker's shape.
     Inspect {
@@ -230,7 +257,14 @@ enum NetworkCmd {
         container: String,
     },
     /// Disconnect a container from a network it was connected to.
-    Disconnect { network: String, container: String },
+    Disconnect {
+        /// Drop the interface from cnet's records even if removing it fails
+        /// (the failures are printed as warnings).
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
 }
 
 fn network_cmd(paths: &Paths, cmd: NetworkCmd) -> Result<()> {
@@ -243,6 +277,9 @@ fn network_cmd(paths: &Paths, cmd: NetworkCmd) -> Result<()> {
             ip_range,
             internal,
             options,
+            labels,
+            attachable,
+            aux_addresses,
             name,
         } => {
             let id = network::create(
@@ -255,14 +292,24 @@ fn network_cmd(paths: &Paths, cmd: NetworkCmd) -> Result<()> {
                     ip_range,
                     internal,
                     options,
+                    labels,
+                    attachable,
+                    aux_addresses,
                 },
             )?;
             println!("{id}");
         }
-        NetworkCmd::Ls { quiet, format } => print!(
-            "{}",
-            network::ls(&state::load_up(paths)?, quiet, format.as_deref())?
-        ),
+        NetworkCmd::Ls {
+            quiet,
+            format,
+            filter,
+        } => {
+            let filters = ListFilters::parse(&filter, listfilter::NETWORK_KEYS)?;
+            print!(
+                "{}",
+                network::ls(&state::load_up(paths)?, quiet, format.as_deref(), &filters)?
+            )
+        }
         NetworkCmd::Inspect { names } => {
             let st = state::load_up(paths)?;
             let v: Vec<serde_json::Value> = names
@@ -291,9 +338,14 @@ fn network_cmd(paths: &Paths, cmd: NetworkCmd) -> Result<()> {
             network::connect(paths, &net, &container, ip.as_deref(), &aliases)?;
         }
         NetworkCmd::Disconnect {
+            force,
             network: net,
             container,
-        } => network::disconnect(paths, &net, &container)?,
+        } => {
+            for w in network::disconnect(paths, &net, &container, force)? {
+                eprintln!("WARNING: {w}");
+            }
+        }
     }
     Ok(())
 }
@@ -391,6 +443,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
             ip,
             hostname,
             dns,
+            dns_search,
+            dns_options,
+            mac_address,
             add_hosts,
             aliases,
             cmd,
@@ -405,16 +460,16 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 ip,
                 hostname,
                 dns,
+                dns_search,
+                dns_options,
+                mac_address,
+                auto_remove: rm,
                 add_hosts,
                 aliases,
                 env,
                 labels,
                 cmd,
             };
-            anyhow::ensure!(
-                !(rm && detach),
-                "--rm with -d is not supported: cnet runs no daemon that would see the command exit; remove it with `cnet rm`"
-            );
             return cnet::run(&paths, &opts, detach);
         }
         Cmd::Network(n) => network_cmd(&paths, n)?,
@@ -434,10 +489,24 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 return Ok(1);
             }
         }
-        Cmd::Ps { all, quiet, format } => print!(
-            "{}",
-            show::ps(&state::load_up(&paths)?, all, quiet, format.as_deref())?
-        ),
+        Cmd::Ps {
+            all,
+            quiet,
+            format,
+            filter,
+        } => {
+            let filters = ListFilters::parse(&filter, listfilter::PS_KEYS)?;
+            print!(
+                "{}",
+                show::ps(
+                    &state::load_up(&paths)?,
+                    all,
+                    quiet,
+                    format.as_deref(),
+                    &filters
+                )?
+            )
+        }
         Cmd::Inspect { names } => {
             // As Docker: the found ones are printed, each missing one is an
             // error on stderr, and the exit status says some were missing.

@@ -26,6 +26,12 @@ pub struct CreateOptions {
     pub ip_range: Option<String>,
     pub internal: bool,
     pub options: Vec<String>,
+    /// `--label KEY[=VALUE]`.
+    pub labels: Vec<String>,
+    /// `--attachable`: recorded and shown (every cnet network can be joined).
+    pub attachable: bool,
+    /// `--aux-address NAME=IP`: addresses IPAM never hands out.
+    pub aux_addresses: Vec<String>,
 }
 
 pub const BUILTIN: &[&str] = &["bridge", "host", "none"];
@@ -240,6 +246,38 @@ pub fn plan(state: &State, o: &CreateOptions, id: String) -> Result<Network> {
             Ok(c)
         })
         .transpose()?;
+    let mut aux_addresses = BTreeMap::new();
+    for a in &o.aux_addresses {
+        let (name, ip) = a
+            .split_once('=')
+            .with_context(|| format!("invalid --aux-address {a:?}: expected NAME=IP"))?;
+        ensure!(
+            !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control()),
+            "invalid --aux-address {a:?}: expected NAME=IP"
+        );
+        let ip: Ipv4Addr = ip.parse().with_context(|| {
+            format!("invalid --aux-address {a:?}: {ip:?} is not an IPv4 address")
+        })?;
+        ensure!(
+            subnet.contains(ip) && ip != subnet.network() && ip != subnet.broadcast(),
+            "invalid --aux-address {a}: not a host address of subnet {}/{}",
+            subnet.network(),
+            subnet.prefix
+        );
+        ensure!(
+            ip != subnet.addr,
+            "invalid --aux-address {a}: {ip} is the gateway"
+        );
+        ensure!(
+            !aux_addresses.values().any(|x| *x == ip),
+            "invalid --aux-address {a}: {ip} is reserved twice"
+        );
+        ensure!(
+            aux_addresses.insert(name.to_string(), ip).is_none(),
+            "invalid --aux-address {a}: name {name} given twice"
+        );
+    }
+    let labels = container::parse_labels(&o.labels)?;
     let net_id = state
         .networks
         .values()
@@ -261,6 +299,9 @@ pub fn plan(state: &State, o: &CreateOptions, id: String) -> Result<Network> {
         options,
         created: String::new(),
         phase: Phase::Creating,
+        labels,
+        attachable: o.attachable,
+        aux_addresses,
     })
 }
 
@@ -432,26 +473,48 @@ pub fn prune(paths: &Paths) -> Result<Vec<String>> {
 /// `docker network ls [-q] [--format TEMPLATE]`: columns sized to their
 /// content; `-q` full ids' first 12 characters; templates with `{{.ID}}`,
 /// `{{.Name}}`, `{{.Driver}}`, `{{.Scope}}`, `{{json .}}`.
-pub fn ls(st: &State, quiet: bool, format: Option<&str>) -> Result<String> {
-    let mut rows: Vec<[String; 4]> = [("bridge", "bridge"), ("host", "host"), ("none", "null")]
+pub fn ls(
+    st: &State,
+    quiet: bool,
+    format: Option<&str>,
+    filters: &crate::listfilter::ListFilters,
+) -> Result<String> {
+    use crate::listfilter::NetworkRow;
+    let ids: Vec<String> = BUILTIN.iter().map(|n| builtin_id(n)).collect();
+    let mut all: Vec<NetworkRow<'_>> = BUILTIN
         .iter()
-        .map(|(n, d)| {
-            [
-                builtin_id(n)[..12].to_string(),
-                (*n).to_string(),
-                (*d).to_string(),
-                "local".to_string(),
-            ]
+        .zip(&ids)
+        .map(|(n, id)| NetworkRow {
+            id,
+            name: n,
+            driver: match *n {
+                "none" => "null",
+                other => other,
+            },
+            labels: None,
+            builtin: true,
+            containers: in_use(st, n).len(),
         })
         .collect();
-    rows.extend(st.networks.values().map(|n| {
-        [
-            n.id[..12].to_string(),
-            n.name.clone(),
-            "bridge".into(),
-            "local".into(),
-        ]
+    all.extend(st.networks.values().map(|n| NetworkRow {
+        id: &n.id,
+        name: &n.name,
+        driver: "bridge",
+        labels: Some(&n.labels),
+        builtin: false,
+        containers: in_use(st, &n.name).len(),
     }));
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for n in &all {
+        if filters.network(n)? {
+            rows.push([
+                n.id[..12].to_string(),
+                n.name.to_string(),
+                n.driver.to_string(),
+                "local".to_string(),
+            ]);
+        }
+    }
     let mut out = String::new();
     if quiet {
         for r in &rows {
@@ -537,6 +600,9 @@ pub fn inspect(st: &State, name: &str) -> Result<Value> {
             if let Some(r) = n.ip_range {
                 cfg["IPRange"] = json!(format!("{}/{}", r.addr, r.prefix));
             }
+            if !n.aux_addresses.is_empty() {
+                cfg["AuxiliaryAddresses"] = json!(n.aux_addresses);
+            }
             let mut opts = serde_json::Map::new();
             for (k, v) in &n.options {
                 opts.insert(k.clone(), json!(v));
@@ -581,10 +647,10 @@ pub fn inspect(st: &State, name: &str) -> Result<Value> {
         "EnableIPv6": false,
         "IPAM": {"Driver": "default", "Options": {}, "Config": config},
         "Internal": internal,
-        "Attachable": false,
+        "Attachable": st.networks.get(name).is_some_and(|n| n.attachable),
         "Ingress": false,
         "Options": options,
-        "Labels": {},
+        "Labels": st.networks.get(name).map(|n| json!(n.labels)).unwrap_or(json!({})),
         "Containers": containers,
     }))
 }
@@ -601,11 +667,11 @@ pub fn connect(
     let view = st
         .net(net_name)
         .with_context(|| format!("network {net_name} not found"))?;
-    let c = st
-        .containers
-        .get(ctr)
-        .cloned()
-        .with_context(|| format!("no such container: {ctr}"))?;
+    let ctr = st
+        .resolve(ctr)
+        .map_err(|_| anyhow::anyhow!("No such container: {ctr}"))?;
+    let ctr = ctr.as_str();
+    let c = st.containers[ctr].clone();
     ensure!(
         c.on_bridge(),
         "container {ctr} uses network mode {}: it cannot join bridge networks",
@@ -618,7 +684,7 @@ pub fn connect(
     for a in aliases {
         container::validate_host_name("--alias", a)?;
     }
-    let used: Vec<Ipv4Addr> = st.members(net_name).into_iter().map(|m| m.0).collect();
+    let used = st.taken_ips(net_name);
     let addr = container::choose_ip(&view, ip, &used)?;
     let id = container::random_id()?;
     let a = Attachment {
@@ -672,13 +738,20 @@ fn attachment_mut<'a>(st: &'a mut State, ctr: &str, net: &str) -> Option<&'a mut
 }
 
 /// `network disconnect NET CONTAINER`.
-pub fn disconnect(paths: &Paths, net_name: &str, ctr: &str) -> Result<()> {
+///
+/// `force` (Docker's `-f`): a failing teardown step does not keep the
+/// interface; its errors come back as warnings and the attachment is dropped.
+pub fn disconnect(paths: &Paths, net_name: &str, ctr: &str, force: bool) -> Result<Vec<String>> {
     let (_lock, mut st) = crate::open(paths)?;
-    let c = st
-        .containers
-        .get(ctr)
-        .cloned()
-        .with_context(|| format!("no such container: {ctr}"))?;
+    ensure!(
+        BUILTIN.contains(&net_name) || st.networks.contains_key(net_name),
+        "network {net_name} not found"
+    );
+    let ctr = st
+        .resolve(ctr)
+        .map_err(|_| anyhow::anyhow!("No such container: {ctr}"))?;
+    let ctr = ctr.as_str();
+    let c = st.containers[ctr].clone();
     ensure!(
         c.network != net_name,
         "network {net_name} is container {ctr}'s primary network: remove the container instead"
@@ -694,14 +767,22 @@ pub fn disconnect(paths: &Paths, net_name: &str, ctr: &str) -> Result<()> {
     }
     crate::state::save(paths, &st)?;
     crate::crash::point("network-disconnect:journaled");
-    container::detach_interface(paths, &c.name, &a)?;
+    let mut warnings = Vec::new();
+    if let Err(e) = container::detach_interface(paths, &c.name, &a) {
+        if !force {
+            return Err(e);
+        }
+        warnings.push(format!(
+            "disconnecting {ctr} from {net_name} (forced): {e:#}"
+        ));
+    }
     crate::crash::point("network-disconnect:detached");
     if let Some(e) = st.containers.get_mut(ctr) {
         e.extra.retain(|x| x.network != net_name);
     }
     crate::state::save(paths, &st)?;
     container::sync_hosts(&st);
-    Ok(())
+    Ok(warnings)
 }
 
 /// Brings every user-defined network back after a wipe (used by `up`).

@@ -153,12 +153,21 @@ pub fn fill_template(tpl: &str, fields: &[(&'static str, String)]) -> anyhow::Re
 
 /// `docker ps`: running containers (all with `all`), by creation; `quiet`
 /// prints short ids; `format` a template per container.
-pub fn ps(state: &State, all: bool, quiet: bool, format: Option<&str>) -> anyhow::Result<String> {
-    let mut cs: Vec<&Container> = state
-        .containers
-        .values()
-        .filter(|c| all || c.running())
-        .collect();
+pub fn ps(
+    state: &State,
+    all: bool,
+    quiet: bool,
+    format: Option<&str>,
+    filters: &crate::listfilter::ListFilters,
+) -> anyhow::Result<String> {
+    // As Docker: filtering on status or exit code looks at every container.
+    let all = all || filters.contains("status") || filters.contains("exited");
+    let mut cs: Vec<&Container> = Vec::new();
+    for c in state.containers.values().filter(|c| all || c.running()) {
+        if filters.container(state, c)? {
+            cs.push(c);
+        }
+    }
     cs.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
     let mut out = String::new();
     if quiet {
@@ -322,6 +331,8 @@ pub fn inspect(state: &State, c: &Container) -> Value {
         "HostConfig": {"NetworkMode": c.network, "PortBindings": bindings,
                        "Links": c.links.iter().map(|(t, a)| format!("/{t}:/{}/{a}", c.name)).collect::<Vec<_>>(),
                        "Dns": c.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                       "DnsSearch": c.dns_search, "DnsOptions": c.dns_options,
+                       "AutoRemove": c.auto_remove,
                        "ExtraHosts": c.add_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>()},
         "NetworkSettings": {
             "Ports": ports,

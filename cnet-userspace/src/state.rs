@@ -220,6 +220,15 @@ pub struct Container {
     /// `--dns`: nameservers (default: daemon.json's).
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+    /// `--rm`: removed once its command exits.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// `--dns-search`.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default)]
+    pub dns_options: Vec<String>,
     /// `--add-host NAME:IP`.
     #[serde(default)]
     pub add_hosts: Vec<(String, Ipv4Addr)>,
@@ -268,6 +277,15 @@ pub struct Network {
     pub created: String,
     #[serde(default)]
     pub phase: Phase,
+    /// `--label KEY=VALUE`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `--attachable` (recorded and shown).
+    #[serde(default)]
+    pub attachable: bool,
+    /// `--aux-address NAME=IP`: never given to a container.
+    #[serde(default)]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 /// What container code needs to know about the network it joins.
@@ -330,6 +348,16 @@ impl State {
             mtu: n.mtu,
             user_defined: true,
         })
+    }
+
+    /// Addresses of network `name` IPAM must not hand out: its members'
+    /// and its `--aux-address`es.
+    pub fn taken_ips(&self, name: &str) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self.members(name).into_iter().map(|m| m.0).collect();
+        if let Some(n) = self.networks.get(name) {
+            v.extend(n.aux_addresses.values());
+        }
+        v
     }
 
     /// Every address in use on network `name`, with its owner and aliases.

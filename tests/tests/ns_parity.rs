@@ -525,9 +525,15 @@ fn run_flags_and_inspect_fields_as_docker() {
         c["HostConfig"]["ExtraHosts"][0], "dockerhost:172.17.0.1",
         "host-gateway"
     );
+    // RFC 3339 in UTC with up to nine fractional digits (Go's RFC3339Nano).
     let created = c["Created"].as_str().unwrap();
+    let (secs, frac) = created.split_once('.').unwrap_or((created, "Z"));
     assert!(
-        created.len() == "2026-11-23T09:38:32.123456789Z".len() && created.ends_with('Z'),
+        secs.len() == "2026-11-23T09:38:32".len()
+            && secs.as_bytes()[10] == b'T'
+            && frac.ends_with('Z')
+            && frac.len() <= 10
+            && frac[..frac.len() - 1].bytes().all(|b| b.is_ascii_digit()),
         "RFC 3339 with nanoseconds: {created}"
     );
     // The command really gets the environment and the hostname.
@@ -545,8 +551,6 @@ fn run_flags_and_inspect_fields_as_docker() {
         "echo $A $(hostname)",
     ]);
     assert_eq!(out.trim(), "1 box");
-    let e = inst.fails(&["run", "-d", "--rm", "--", "true"]);
-    assert!(e.contains("--rm with -d"), "{e}");
     let e = inst.fails(&["run", "-e", "=x", "--", "true"]);
     assert!(e.contains("\"=x\""), "{e}");
     // network ls -q / --format, and network inspect's fields.
@@ -564,4 +568,250 @@ fn run_flags_and_inspect_fields_as_docker() {
     assert_eq!(n[0]["EnableIPv6"], false);
     assert_eq!(n[0]["Attachable"], false);
     assert!(n[0]["Created"].as_str().unwrap().ends_with('Z'), "{n}");
+}
+
+#[test]
+fn detached_rm_mac_dns_filters_and_network_options_as_docker() {
+    let inst = Instance::up(1, &[]);
+    let client = inst.topo.clients[0].name.clone();
+
+    // -d --rm: listed while its command runs, gone with its namespace after.
+    let short = ctr("short");
+    inst.ok(&["run", "-d", "--rm", "--name", &short, "--", "sleep", "0.5"]);
+    inst.track(&short);
+    assert!(
+        inst.ok(&["ps", "-q"]).lines().count() == 1,
+        "listed while running"
+    );
+    let ns = std::path::Path::new("/run/netns").join(&short);
+    assert!(ns.exists());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ns.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !ns.exists(),
+        "--rm removed the namespace after the command exited"
+    );
+    assert_eq!(inst.ok(&["ps", "-aq"]), "", "--rm removed the container");
+
+    // --mac-address: eth0 has it, inspect shows it, and traffic reaches it
+    // (the datapath addresses frames to it: a wrong MAC would be dropped).
+    let m = ctr("mac");
+    inst.run_server(
+        &m,
+        &[
+            "--mac-address",
+            "02:aa:bb:cc:dd:ee",
+            "-p",
+            "8090:80",
+            "--label",
+            "role=mac",
+        ],
+        &[80],
+    );
+    let link = cnet_tests::netns::ip(&["-n", &m, "-o", "link", "show", "eth0"]);
+    assert!(link.contains("02:aa:bb:cc:dd:ee"), "{link}");
+    let v: serde_json::Value = serde_json::from_str(&inst.ok(&["inspect", &m])).unwrap();
+    assert_eq!(v[0]["NetworkSettings"]["MacAddress"], "02:aa:bb:cc:dd:ee");
+    assert_reply(
+        tcp_probe(&client, &format!("{}:8090", addr::host_uplink(0)), "mac"),
+        "published port of a container with its own MAC",
+    );
+    for (bad, want) in [
+        ("01:00:5e:00:00:01", "multicast"),
+        ("zz", "invalid MAC address: zz"),
+        ("02:aa:bb:cc:dd:ee", "already uses it"),
+    ] {
+        let e = inst.fails(&["run", "--mac-address", bad, "--", "true"]);
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+    let e = inst.fails(&[
+        "run",
+        "--network",
+        "host",
+        "--mac-address",
+        "02:00:00:00:00:01",
+        "--",
+        "true",
+    ]);
+    assert!(e.contains("--mac-address"), "{e}");
+
+    // --dns, --dns-search, --dns-option: the container's resolv.conf.
+    let out = inst.ok(&[
+        "run",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        "example.test",
+        "--dns-search",
+        "corp.test",
+        "--dns-option",
+        "ndots:2",
+        "--",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert_eq!(
+        out, "nameserver 192.0.2.53\nsearch example.test corp.test\noptions ndots:2\n",
+        "{out}"
+    );
+    let e = inst.fails(&["run", "--dns-search", "a b", "--", "true"]);
+    assert!(e.contains("\"a b\""), "{e}");
+
+    // ps --filter, as Docker's.
+    let gone = ctr("gone");
+    inst.ok(&[
+        "run", "-d", "--name", &gone, "--label", "role=job", "--", "sh", "-c", "exit 3",
+    ]);
+    inst.track(&gone);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let names = |f: &[&str]| {
+        let mut a = vec!["ps", "--format", "{{.Names}}"];
+        for x in f {
+            a.extend(["--filter", x]);
+        }
+        let mut v: Vec<String> = inst.ok(&a).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&["label=role=mac"]), vec![m.clone()]);
+    assert_eq!(
+        names(&["label=role"]),
+        vec![m.clone()],
+        "running only without -a"
+    );
+    assert_eq!(
+        names(&["status=exited"]),
+        vec![gone.clone()],
+        "status implies -a"
+    );
+    assert_eq!(names(&["exited=3"]), vec![gone.clone()]);
+    assert_eq!(names(&["exited=4"]), Vec::<String>::new());
+    assert_eq!(names(&["publish=8090"]), vec![m.clone()]);
+    assert_eq!(names(&["publish=8000-8100/tcp"]), vec![m.clone()]);
+    assert_eq!(names(&["publish=8090/udp"]), Vec::<String>::new());
+    assert_eq!(names(&["expose=80"]), vec![m.clone()]);
+    assert_eq!(names(&[&format!("name={m}")]), vec![m.clone()]);
+    assert_eq!(
+        names(&[&format!("id={}", &inst.id_of(&m)[..6])]),
+        vec![m.clone()]
+    );
+    assert_eq!(
+        names(&["network=bridge", "label=role=job"]),
+        Vec::<String>::new(),
+        "keys AND"
+    );
+    let mut both = vec![m.clone(), gone.clone()];
+    both.sort();
+    let all = {
+        let mut v: Vec<String> = inst
+            .ok(&[
+                "ps",
+                "-a",
+                "--format",
+                "{{.Names}}",
+                "--filter",
+                "label=role=mac",
+                "--filter",
+                "label=role=job",
+            ])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(all, both, "values of one key OR");
+    let e = inst.fails(&["ps", "--filter", "nope=1"]);
+    assert!(e.contains("Invalid filter 'nope'"), "{e}");
+    let e = inst.fails(&["ps", "--filter", "status=sleepy"]);
+    assert!(e.contains("status: sleepy"), "{e}");
+
+    // network create --label/--attachable/--aux-address; network ls --filter.
+    inst.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.84.0.0/24",
+        "--label",
+        "team=a",
+        "--attachable",
+        "--aux-address",
+        "router=10.84.0.2",
+        "na",
+    ]);
+    inst.ok(&["network", "create", "--subnet", "10.85.0.0/24", "nb"]);
+    let n: serde_json::Value =
+        serde_json::from_str(&inst.ok(&["network", "inspect", "na"])).unwrap();
+    assert_eq!(n[0]["Labels"]["team"], "a");
+    assert_eq!(n[0]["Attachable"], true);
+    assert_eq!(
+        n[0]["IPAM"]["Config"][0]["AuxiliaryAddresses"]["router"],
+        "10.84.0.2"
+    );
+    let on = ctr("on");
+    inst.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &on,
+        "--network",
+        "na",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    inst.track(&on);
+    let v: serde_json::Value = serde_json::from_str(&inst.ok(&["inspect", &on])).unwrap();
+    assert_eq!(
+        v[0]["NetworkSettings"]["Networks"]["na"]["IPAddress"], "10.84.0.3",
+        "the aux address is skipped"
+    );
+    let e = inst.fails(&["run", "--network", "na", "--ip", "10.84.0.2", "--", "true"]);
+    assert!(e.contains("10.84.0.2"), "{e}");
+    for (bad, want) in [
+        ("router=10.99.0.2", "10.99.0.2"),
+        ("gw=10.86.0.1", "gateway"),
+        ("router", "NAME=IP"),
+    ] {
+        let e = inst.fails(&[
+            "network",
+            "create",
+            "--subnet",
+            "10.86.0.0/24",
+            "--aux-address",
+            bad,
+            "nc",
+        ]);
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+    let nets = |f: &str| {
+        let mut v: Vec<String> = inst
+            .ok(&["network", "ls", "--format", "{{.Name}}", "--filter", f])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(nets("label=team=a"), vec!["na"]);
+    assert_eq!(nets("type=custom"), vec!["na", "nb"]);
+    assert_eq!(nets("type=builtin"), vec!["bridge", "host", "none"]);
+    assert_eq!(nets("dangling=true"), vec!["nb"]);
+    assert_eq!(nets("driver=null"), vec!["none"]);
+    assert_eq!(nets("name=n"), vec!["na", "nb", "none"]);
+    let e = inst.fails(&["network", "ls", "--filter", "type=odd"]);
+    assert!(e.contains("'type'='odd'"), "{e}");
+
+    // disconnect -f, and containers named by id prefix.
+    inst.ok(&["network", "connect", "nb", &m]);
+    let id = inst.id_of(&m);
+    inst.ok(&["network", "disconnect", "-f", "nb", &id[..10]]);
+    let links = cnet_tests::netns::ip(&["-n", &m, "-o", "link"]);
+    assert!(!links.contains("eth1"), "{links}");
+    let e = inst.fails(&["network", "disconnect", "nb", &m]);
+    assert!(e.contains("not connected"), "{e}");
+    inst.ok(&["rm", "-f", &m, &gone, &on]);
+    inst.ok(&["network", "rm", "na", "nb"]);
 }
