@@ -935,6 +935,11 @@ pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().to_string()
 }
 
+/// A time written by [`now_rfc3339`], for ordering (unparsable ones first).
+pub fn timestamp(t: &str) -> jiff::Timestamp {
+    t.parse().unwrap_or(jiff::Timestamp::MIN)
+}
+
 /// Seconds since the epoch of a time written by [`now_rfc3339`].
 pub fn parse_rfc3339(t: &str) -> Option<i64> {
     t.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())

@@ -17,6 +17,7 @@ pub mod network;
 pub mod portspec;
 pub mod show;
 pub mod state;
+pub mod template;
 pub mod undo;
 pub mod up;
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail, ensure};
 
 use crate::{
+    container::timestamp,
     portspec::Proto,
     state::{Container, Phase, State},
 };
@@ -70,12 +71,13 @@ impl ListFilters {
         let nets: Vec<&str> = std::iter::once(c.network.as_str())
             .chain(c.extra.iter().map(|a| a.network.as_str()))
             .collect();
-        let created_of = |r: &str, key: &str| -> Result<String> {
+        let created_of = |r: &str, key: &str| -> Result<jiff::Timestamp> {
             let n = st
                 .resolve(r)
                 .map_err(|_| anyhow::anyhow!("No such container: {r} (in filter '{key}={r}')"))?;
-            Ok(st.containers[&n].created.clone())
+            Ok(timestamp(&st.containers[&n].created))
         };
+        let created = timestamp(&c.created);
         let checks = [
             self.any("id", |v| Ok(c.id.starts_with(v)))?,
             self.any("name", |v| Ok(name_matches(&c.name, v)))?,
@@ -112,8 +114,8 @@ impl ListFilters {
                     .chain(c.exposed.iter().copied())
                     .any(|(p, pr)| pr == proto && (lo..=hi).contains(&p)))
             })?,
-            self.any("before", |v| Ok(c.created < created_of(v, "before")?))?,
-            self.any("since", |v| Ok(c.created > created_of(v, "since")?))?,
+            self.any("before", |v| Ok(created < created_of(v, "before")?))?,
+            self.any("since", |v| Ok(created > created_of(v, "since")?))?,
         ];
         Ok(checks.iter().all(|ok| *ok))
     }

@@ -151,6 +151,10 @@ enum Cmd {
     },
     /// Show containers as JSON, in Docker's shape.
     Inspect {
+        /// A Go template applied to each object (`{{.NetworkSettings.IPAddress}}`,
+        /// `{{json .Config}}`, `{{range ...}}`...), one line each.
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -237,6 +241,10 @@ enum NetworkCmd {
     },
     /// Show networks as JSON, in Docker's shape.
     Inspect {
+        /// A Go template applied to each object (`{{.NetworkSettings.IPAddress}}`,
+        /// `{{json .Config}}`, `{{range ...}}`...), one line each.
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -310,13 +318,13 @@ fn network_cmd(paths: &Paths, cmd: NetworkCmd) -> Result<()> {
                 network::ls(&state::load_up(paths)?, quiet, format.as_deref(), &filters)?
             )
         }
-        NetworkCmd::Inspect { names } => {
+        NetworkCmd::Inspect { format, names } => {
             let st = state::load_up(paths)?;
             let v: Vec<serde_json::Value> = names
                 .iter()
                 .map(|n| network::inspect(&st, n))
                 .collect::<Result<_>>()?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            print!("{}", show::objects(&v, format.as_deref())?);
         }
         NetworkCmd::Rm { names } => {
             network::rm(paths, &names)?;
@@ -507,7 +515,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 )?
             )
         }
-        Cmd::Inspect { names } => {
+        Cmd::Inspect { format, names } => {
             // As Docker: the found ones are printed, each missing one is an
             // error on stderr, and the exit status says some were missing.
             let st = state::load_up(&paths)?;
@@ -522,7 +530,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     }
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            print!("{}", show::objects(&out, format.as_deref())?);
             if missing > 0 {
                 return Ok(1);
             }

@@ -1,7 +1,7 @@
 //! `cnet network create|ls|inspect|rm|prune|connect|disconnect`: user-defined
 //! bridge networks with Docker's options, isolated from each other in the
 //! datapath (containers of different networks never talk directly).
-use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::{Context, Result, bail, ensure};
 use cnet_common::maps::{self, NETWORK_ICC_OFF, NETWORK_INTERNAL, NETWORK_NO_MASQ, NETWORK_ROUTED};
@@ -504,64 +504,36 @@ pub fn ls(
         builtin: false,
         containers: in_use(st, &n.name).len(),
     }));
-    let mut rows: Vec<[String; 4]> = Vec::new();
+    let mut rows = Vec::new();
     for n in &all {
         if filters.network(n)? {
-            rows.push([
-                n.id[..12].to_string(),
-                n.name.to_string(),
-                n.driver.to_string(),
-                "local".to_string(),
-            ]);
+            let net = st.networks.get(n.name);
+            rows.push(json!({
+                "ID": &n.id[..12],
+                "Name": n.name,
+                "Driver": n.driver,
+                "Scope": "local",
+                "IPv6": "false",
+                "Internal": net.is_some_and(|x| x.internal).to_string(),
+                "CreatedAt": net.map(|x| x.created.clone()).unwrap_or_default(),
+                "Labels": n.labels.map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+            }));
         }
     }
-    let mut out = String::new();
     if quiet {
-        for r in &rows {
-            let _ = writeln!(out, "{}", r[0]);
-        }
-        return Ok(out);
+        return Ok(rows
+            .iter()
+            .map(|r| format!("{}\n", r["ID"].as_str().unwrap_or_default()))
+            .collect());
     }
-    if let Some(f) = format {
-        for r in &rows {
-            let fields = vec![
-                ("ID", r[0].clone()),
-                ("Name", r[1].clone()),
-                ("Driver", r[2].clone()),
-                ("Scope", r[3].clone()),
-            ];
-            let _ = writeln!(out, "{}", crate::show::fill_template(f, &fields)?);
-        }
-        return Ok(out);
-    }
-    let head = ["NETWORK ID", "NAME", "DRIVER", "SCOPE"];
-    let w: Vec<usize> = (0..4)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([head[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut line = |r: [&str; 4]| {
-        let _ = writeln!(
-            out,
-            "{:<w0$}   {:<w1$}   {:<w2$}   {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2]
-        );
-    };
-    line(head);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3]]);
-    }
-    Ok(out)
+    let t = crate::template::Template::parse(
+        format.unwrap_or("table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"),
+    )?;
+    t.render_all(&rows, |f| match f {
+        "ID" => "NETWORK ID".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        other => other.to_uppercase(),
+    })
 }
 
 fn builtin_id(name: &str) -> String {

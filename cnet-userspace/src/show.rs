@@ -104,52 +104,57 @@ pub fn human_duration(secs: i64) -> String {
 }
 
 /// One `cnet ps` row's fields, by Docker's template names.
-fn ps_fields(c: &Container) -> Vec<(&'static str, String)> {
-    vec![
-        ("ID", c.id.chars().take(12).collect()),
-        ("Command", command_column(c)),
-        ("CreatedAt", c.created.clone()),
-        ("Status", status_column(c)),
-        ("Ports", ports_column(c)),
-        ("Names", c.name.clone()),
-        ("Networks", c.network.clone()),
-    ]
+fn ps_fields(c: &Container) -> Value {
+    let now = jiff::Timestamp::now().as_second();
+    let created = crate::container::parse_rfc3339(&c.created).unwrap_or(now);
+    let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    json!({
+        "ID": c.id.chars().take(12).collect::<String>(),
+        "Command": command_column(c),
+        "CreatedAt": c.created,
+        "RunningFor": format!("{} ago", human_duration(now - created)),
+        "State": crate::listfilter::status_of(c),
+        "Status": status_column(c),
+        "Ports": ports_column(c),
+        "Names": c.name,
+        "Networks": std::iter::once(c.network.clone())
+            .chain(c.extra.iter().map(|a| a.network.clone()))
+            .collect::<Vec<_>>()
+            .join(","),
+        "Labels": labels.join(","),
+    })
 }
 
-/// Fills a Docker-style Go template (`{{.ID}}`, `{{.Names}}`, `{{.Ports}}`,
-/// `{{.Status}}`, `{{.Command}}`, `{{.CreatedAt}}`, `{{.Networks}}`, and
-/// `{{json .}}`); an unknown field is an error naming it.
-pub fn fill_template(tpl: &str, fields: &[(&'static str, String)]) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut rest = tpl;
-    while let Some(a) = rest.find("{{") {
-        out.push_str(&rest[..a]);
-        let b = rest[a..]
-            .find("}}")
-            .map(|b| a + b)
-            .ok_or_else(|| anyhow::anyhow!("--format {tpl:?}: unclosed {{{{"))?;
-        let expr = rest[a + 2..b].trim();
-        if expr == "json ." {
-            let m: Map<String, Value> = fields
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
-                .collect();
-            out.push_str(&Value::Object(m).to_string());
-        } else {
-            let key = expr
-                .strip_prefix('.')
-                .ok_or_else(|| anyhow::anyhow!("--format: unsupported expression {expr:?}"))?;
-            let v = fields
-                .iter()
-                .find(|(k, _)| *k == key)
-                .ok_or_else(|| anyhow::anyhow!("--format: no field {key:?}"))?;
-            out.push_str(&v.1);
+/// `inspect` output: the objects as an indented JSON array, or a template
+/// applied to each, one line each (`-f`), as Docker prints them.
+pub fn objects(v: &[Value], format: Option<&str>) -> anyhow::Result<String> {
+    match format {
+        None => Ok(serde_json::to_string_pretty(v)? + "\n"),
+        Some(f) => {
+            let t = crate::template::Template::parse(f)?;
+            let mut out = String::new();
+            for o in v {
+                out.push_str(&t.render(o)?);
+                out.push('\n');
+            }
+            Ok(out)
         }
-        rest = &rest[b + 2..];
     }
-    out.push_str(rest);
-    Ok(out.replace("\\t", "\t"))
 }
+
+/// Docker's column titles for `table` formats.
+pub fn header(field: &str) -> String {
+    match field {
+        "ID" => "CONTAINER ID".into(),
+        "RunningFor" => "CREATED".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+/// Docker's default `ps` table.
+const PS_TABLE: &str =
+    "table {{.ID}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
 /// `docker ps`: running containers (all with `all`), by creation; `quiet`
 /// prints short ids; `format` a template per container.
@@ -168,7 +173,12 @@ pub fn ps(
             cs.push(c);
         }
     }
-    cs.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
+    cs.sort_by_key(|c| {
+        (
+            std::cmp::Reverse(crate::container::timestamp(&c.created)),
+            c.name.clone(),
+        )
+    });
     let mut out = String::new();
     if quiet {
         for c in cs {
@@ -176,60 +186,9 @@ pub fn ps(
         }
         return Ok(out);
     }
-    if let Some(f) = format {
-        for c in cs {
-            let _ = writeln!(out, "{}", fill_template(f, &ps_fields(c))?);
-        }
-        return Ok(out);
-    }
-    let head = [
-        "CONTAINER ID",
-        "COMMAND",
-        "CREATED",
-        "STATUS",
-        "PORTS",
-        "NAMES",
-    ];
-    let rows: Vec<[String; 6]> = cs
-        .iter()
-        .map(|c| {
-            let f = ps_fields(c);
-            [
-                f[0].1.clone(),
-                f[1].1.clone(),
-                f[2].1.clone(),
-                f[3].1.clone(),
-                f[4].1.clone(),
-                f[5].1.clone(),
-            ]
-        })
-        .collect();
-    let width = |i: usize| {
-        rows.iter()
-            .map(|r| r[i].chars().count())
-            .chain([head[i].len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let w: Vec<usize> = (0..6).map(width).collect();
-    let line = |cells: [&str; 6]| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == 5 {
-                l.push_str(c);
-            } else {
-                let pad = w[i] - c.chars().count() + 3;
-                l.push_str(c);
-                l.push_str(&" ".repeat(pad));
-            }
-        }
-        l
-    };
-    let _ = writeln!(out, "{}", line(head));
-    for r in &rows {
-        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
-    }
-    Ok(out)
+    let t = crate::template::Template::parse(format.unwrap_or(PS_TABLE))?;
+    let rows: Vec<Value> = cs.iter().map(|c| ps_fields(c)).collect();
+    t.render_all(&rows, header)
 }
 
 /// `docker inspect` for one container.

@@ -801,6 +801,55 @@ fn detached_rm_mac_dns_filters_and_network_options_as_docker() {
     assert_eq!(nets("dangling=true"), vec!["nb"]);
     assert_eq!(nets("driver=null"), vec!["none"]);
     assert_eq!(nets("name=n"), vec!["na", "nb", "none"]);
+    // inspect -f and table formats, as Docker users write them.
+    assert_eq!(
+        inst.ok(&["inspect", "-f", "{{.State.ExitCode}}", &gone]),
+        "3\n"
+    );
+    assert_eq!(
+        inst.ok(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &on
+        ]),
+        "10.84.0.3\n"
+    );
+    assert_eq!(
+        inst.ok(&[
+            "inspect",
+            "-f",
+            "{{(index .NetworkSettings.Networks \"na\").IPAddress}} {{.Config.Labels.nope}}",
+            &on
+        ]),
+        "10.84.0.3 <no value>\n"
+    );
+    assert_eq!(
+        inst.ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}}{{end}} {{json .Labels}}",
+            "na"
+        ]),
+        "10.84.0.0/24 {\"team\":\"a\"}\n"
+    );
+    let e = inst.fails(&["inspect", "-f", "{{.State.Nope}}", &on]);
+    assert!(e.contains("can't evaluate field Nope"), "{e}");
+    let table = inst.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={gone}"),
+        "--format",
+        "table {{.Names}}\t{{.State}}",
+    ]);
+    let w = gone.len().max(5) + 3;
+    assert_eq!(
+        table,
+        format!("{:<w$}STATE\n{:<w$}exited\n", "NAMES", gone),
+        "{table}"
+    );
     let e = inst.fails(&["network", "ls", "--filter", "type=odd"]);
     assert!(e.contains("'type'='odd'"), "{e}");
 
