@@ -1283,18 +1283,7 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
             errors.push(format!("{e:#}"));
         }
     };
-    if c.owns_netns() {
-        // Containers that joined this one's namespace keep running (without a network).
-        let joined: Vec<u32> = state
-            .containers
-            .values()
-            .filter(|o| o.network == format!("container:{name}"))
-            .filter_map(|o| o.own_pid())
-            .collect();
-        note(kill_all(&c.name, &joined));
-    } else if let Some(pid) = c.own_pid() {
-        note(kill_session(pid));
-    }
+    note(kill_processes(state, &c));
     crate::crash::point("rm:killed");
     // After a wipe of the kernel side there are no maps left to clean.
     let maps_present = paths.map_pin(maps::PORTS).exists();
@@ -1343,6 +1332,25 @@ fn session_of(pid: u32) -> Option<u32> {
 }
 
 /// SIGKILLs the session led by `pid` (a container without a namespace of its own).
+/// SIGKILLs container `c`'s processes: everything in its namespace (but the
+/// containers that joined it, which keep running without a network), or the
+/// session of its command in host and `container:` modes.
+pub fn kill_processes(state: &State, c: &Container) -> Result<()> {
+    if c.owns_netns() {
+        let joined: Vec<u32> = state
+            .containers
+            .values()
+            .filter(|o| o.network == format!("container:{}", c.name))
+            .filter_map(|o| o.own_pid())
+            .collect();
+        kill_all(&c.name, &joined)
+    } else if let Some(pid) = c.own_pid() {
+        kill_session(pid)
+    } else {
+        Ok(())
+    }
+}
+
 fn kill_session(pid: u32) -> Result<()> {
     // SAFETY: kill(2) on the process group of a process cnet started in its own session,
     // and on the process itself for foreground ones.

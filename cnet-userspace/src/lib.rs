@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod ebpf;
 pub mod filter;
 pub mod ipam;
+pub mod lifecycle;
 pub mod listfilter;
 pub mod loader;
 pub mod net;

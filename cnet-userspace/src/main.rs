@@ -149,6 +149,44 @@ enum Cmd {
         #[arg(short, long = "filter")]
         filter: Vec<String>,
     },
+    /// Stop containers: SIGTERM to the command, SIGKILL to everything in the
+    /// container after the grace time. They keep their network until `rm`.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run stopped containers' commands again (detached, same network).
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop, then start.
+    Restart {
+        #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Send a signal (default KILL) to containers' commands.
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print a detached container's output.
+    Logs {
+        /// Keep printing new output until the command exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines ("all" for every line).
+        #[arg(short = 'n', long)]
+        tail: Option<String>,
+        name: String,
+    },
     /// Show containers as JSON, in Docker's shape.
     Inspect {
         /// A Go template applied to each object (`{{.NetworkSettings.IPAddress}}`,
@@ -402,6 +440,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `f` for every name, printing each name that succeeded and each
+/// error as Docker does; exit status 1 when some failed.
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> i32 {
+    let mut code = 0;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e:#}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
 fn dispatch(cli: Cli) -> Result<i32> {
     let mut paths = Paths::new(&cli.root);
     if let Some(t) = cli.lock_timeout {
@@ -482,6 +536,32 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Network(n) => network_cmd(&paths, n)?,
         Cmd::Daemon { socket } => cnet::daemon::serve(&paths, &socket)?,
+        Cmd::Stop { time, names } => {
+            return Ok(each(&names, |n| {
+                cnet::lifecycle::stop(&paths, n, std::time::Duration::from_secs(time))
+            }));
+        }
+        Cmd::Start { names } => return Ok(each(&names, |n| cnet::lifecycle::start(&paths, n))),
+        Cmd::Restart { time, names } => {
+            return Ok(each(&names, |n| {
+                cnet::lifecycle::stop(&paths, n, std::time::Duration::from_secs(time))?;
+                cnet::lifecycle::start(&paths, n)
+            }));
+        }
+        Cmd::Kill { signal, names } => {
+            let sig = cnet::lifecycle::parse_signal(&signal)?;
+            return Ok(each(&names, |n| cnet::lifecycle::kill(&paths, n, sig)));
+        }
+        Cmd::Logs { follow, tail, name } => {
+            let tail = match tail.as_deref() {
+                None | Some("all") => None,
+                Some(t) => Some(
+                    t.parse::<usize>()
+                        .map_err(|_| anyhow::anyhow!("invalid --tail {t:?}: a number or all"))?,
+                ),
+            };
+            cnet::lifecycle::logs(&paths, &name, tail, follow, &mut std::io::stdout().lock())?;
+        }
         Cmd::Rm { force, names } => {
             let mut failed = false;
             for (n, r) in names.iter().zip(cnet::rm_each(&paths, &names, force)?) {

@@ -864,3 +864,95 @@ fn detached_rm_mac_dns_filters_and_network_options_as_docker() {
     inst.ok(&["rm", "-f", &m, &gone, &on]);
     inst.ok(&["network", "rm", "na", "nb"]);
 }
+
+#[test]
+fn stop_start_restart_kill_and_logs_as_docker() {
+    let inst = Instance::up(1, &[]);
+    let client = inst.topo.clients[0].name.clone();
+    let via = format!("{}:8095", addr::host_uplink(0));
+    let s = ctr("s");
+    inst.run_server(&s, &["-p", "8095:80"], &[80]);
+    assert_reply(tcp_probe(&client, &via, "up"), "published port before stop");
+    let status = |n: &str| {
+        inst.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=^{n}$"),
+            "--format",
+            "{{.Status}}",
+        ])
+        .trim()
+        .to_string()
+    };
+
+    // stop: SIGTERM, the container stays (exited 143) with its network.
+    assert_eq!(inst.ok(&["stop", "-t", "5", &s]), format!("{s}\n"));
+    assert!(status(&s).starts_with("Exited (143) "), "{}", status(&s));
+    assert_eq!(
+        tcp_probe(&client, &via, "down"),
+        cnet_tests::traffic::Outcome::Refused,
+        "nothing listens in a stopped container (its namespace answers with a reset)"
+    );
+    assert_eq!(
+        inst.ok(&["stop", &s]),
+        format!("{s}\n"),
+        "stopping a stopped one is fine"
+    );
+    let e = inst.fails(&["kill", &s]);
+    assert!(e.contains("is not running"), "{e}");
+
+    // start: the command again, same address and port.
+    assert_eq!(inst.ok(&["start", &s]), format!("{s}\n"));
+    inst.wait_ready(&s);
+    assert!(status(&s).starts_with("Up "), "{}", status(&s));
+    assert_reply(
+        tcp_probe(&client, &via, "again"),
+        "published port after start",
+    );
+    assert!(inst.ok(&["logs", &s]).lines().any(|l| l == "ready"));
+    assert_eq!(inst.ok(&["logs", "--tail", "1", &s]), "ready\n");
+
+    // kill -s, restart.
+    inst.ok(&["kill", "-s", "TERM", &s]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !status(&s).starts_with("Exited") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(status(&s).starts_with("Exited (143) "), "{}", status(&s));
+    let e = inst.fails(&["kill", "-s", "FROB", &s]);
+    assert!(e.contains("invalid signal: FROB"), "{e}");
+    inst.ok(&["restart", "-t", "1", &s]);
+    inst.wait_ready(&s);
+    assert_reply(tcp_probe(&client, &via, "restarted"), "after restart");
+
+    // A command that ignores SIGTERM is killed after the grace time.
+    let stubborn = ctr("stubborn");
+    inst.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &stubborn,
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    inst.track(&stubborn);
+    inst.wait_ready(&stubborn);
+    let t = std::time::Instant::now();
+    inst.ok(&["stop", "-t", "1", &stubborn]);
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "waited the grace time"
+    );
+    assert!(
+        status(&stubborn).starts_with("Exited (137) "),
+        "{}",
+        status(&stubborn)
+    );
+    let out = inst.cnet(&["stop", &stubborn, "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such container: nosuch"));
+    inst.ok(&["rm", "-f", &s, &stubborn]);
+}
