@@ -17,6 +17,10 @@ use cnet_common::{
 };
 
 use crate::{
+    host::{
+        netlink::{LinkChange, Netlink},
+        netns,
+    },
     ipam, loader, net,
     portspec::{self, PortMapping, Proto, PublishSpec},
     state::{Container, Paths, Phase, State},
@@ -359,6 +363,7 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
         dns_search: opts.dns_search.clone(),
         dns_options: opts.dns_options.clone(),
         auto_remove: opts.auto_remove,
+        detached: false,
         add_hosts,
         exit: None,
     };
@@ -529,13 +534,7 @@ pub fn build(paths: &Paths, state: &State, c: &Container) -> Result<()> {
             plumb(paths, &view, c, undo)?;
             allow_links(paths, state, c, undo)?;
         } else {
-            let name = c.name.clone();
-            net::ip(&["netns", "add", &name])?;
-            undo.push("delete netns", move || {
-                net::ip(&["netns", "del", &name]).map(|_| ())
-            });
-            net::ipv6_off_in(&c.name)?;
-            net::ip(&["-n", &c.name, "link", "set", "lo", "up"])?;
+            make_netns(&c.name, undo)?;
         }
         write_hosts(state, c, undo)
     })
@@ -802,20 +801,25 @@ pub fn sync_hosts(state: &State) {
     }
 }
 
+/// The container's own network namespace, named after it: IPv6 off (cnet's
+/// networks are IPv4), `lo` up. Deleted again on rollback.
+fn make_netns(name: &str, undo: &mut Undo) -> Result<()> {
+    netns::add(name)?;
+    let n = name.to_string();
+    undo.push("delete netns", move || netns::del(&n).map_err(Into::into));
+    crate::crash::point("run:netns");
+    net::ipv6_off_in(name)?;
+    Netlink::in_netns(name)?.up("lo")?;
+    Ok(())
+}
+
 fn plumb(
     paths: &Paths,
     view: &crate::state::NetView,
     c: &Container,
     undo: &mut Undo,
 ) -> Result<()> {
-    let name = c.name.clone();
-    net::ip(&["netns", "add", &name])?;
-    undo.push("delete netns", move || {
-        net::ip(&["netns", "del", &name]).map(|_| ())
-    });
-    crate::crash::point("run:netns");
-    net::ipv6_off_in(&c.name)?;
-    net::ip(&["-n", &c.name, "link", "set", "lo", "up"])?;
+    make_netns(&c.name, undo)?;
     let a = c
         .interfaces()
         .into_iter()
@@ -825,8 +829,7 @@ fn plumb(
     let (p, n, a2) = (paths.clone(), c.name.clone(), a.clone());
     undo.push("detach interface", move || detach_interface(&p, &n, &a2));
     crate::crash::point("run:veth");
-    let gw = view.gateway.to_string();
-    net::ip(&["-n", &c.name, "route", "add", "default", "via", &gw])?;
+    Netlink::in_netns(&c.name)?.add_default_route(view.gateway)?;
     for m in &c.ports {
         publish(paths, m, c.ip)?;
         let (p, m, ip) = (paths.clone(), m.clone(), c.ip);
@@ -845,25 +848,36 @@ pub fn attach_interface(
     a: &crate::state::Attachment,
 ) -> Result<()> {
     transaction(|undo| {
-        net::ip(&[
-            "link", "add", &a.veth, "type", "veth", "peer", "name", &a.ifname, "netns", ns,
-        ])?;
+        let host = Netlink::here()?;
+        let peer_ns = netns::open(ns)?;
+        host.add_veth(&a.veth, &a.ifname, peer_ns.as_raw_fd())?;
         let v = a.veth.clone();
         undo.push("delete veth", move || {
-            net::ip(&["link", "del", &v]).map(|_| ())
+            Netlink::here()?.del_link(&v).map_err(Into::into)
         });
         // No IPv6 on the host side either: no link-local address, no NDP.
         let key = format!("net.ipv6.conf.{}.disable_ipv6", a.veth);
         net::sysctl(&key, "1")?;
-        net::ip(&["link", "set", &a.veth, "master", &view.bridge, "up"])?;
-        let cidr = format!("{}/{}", a.ip, view.subnet.prefix);
-        net::ip(&["-n", ns, "link", "set", &a.ifname, "address", &a.mac])?;
-        net::ip(&["-n", ns, "addr", "add", &cidr, "dev", &a.ifname])?;
-        if let Some(mtu) = view.mtu {
-            net::ip(&["link", "set", &a.veth, "mtu", &mtu.to_string()])?;
-            net::ip(&["-n", ns, "link", "set", &a.ifname, "mtu", &mtu.to_string()])?;
-        }
-        net::ip(&["-n", ns, "link", "set", &a.ifname, "up"])?;
+        host.set_link(
+            &a.veth,
+            &LinkChange {
+                controller: Some(view.bridge.clone()),
+                mtu: view.mtu,
+                up: true,
+                ..LinkChange::default()
+            },
+        )?;
+        let inside = Netlink::in_netns(ns)?;
+        inside.set_link(
+            &a.ifname,
+            &LinkChange {
+                mac: Some(ipam::parse_mac(&a.mac)?),
+                mtu: view.mtu,
+                ..LinkChange::default()
+            },
+        )?;
+        inside.add_addr(&a.ifname, a.ip, view.subnet.prefix)?;
+        inside.up(&a.ifname)?;
         endpoint_entry(paths, a, view.net_id, undo)
     })
 }
@@ -884,7 +898,7 @@ pub fn detach_interface(paths: &Paths, _ns: &str, a: &crate::state::Attachment) 
         errors.push(format!("{e:#}"));
     }
     if net::link_exists(&a.veth)
-        && let Err(e) = net::ip(&["link", "del", &a.veth])
+        && let Err(e) = Netlink::here().and_then(|nl| nl.del_link(&a.veth))
     {
         errors.push(format!("{e:#}"));
     }
@@ -1302,9 +1316,7 @@ pub fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
         if let Some(d) = hosts_dir.filter(|d| d.exists()) {
             note(fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display())));
         }
-        if net::netns_exists(&c.name) {
-            note(net::ip(&["netns", "del", &c.name]).map(|_| ()));
-        }
+        note(netns::del(&c.name).map_err(Into::into));
     }
     if !errors.is_empty() {
         // Kept, marked as being removed: the next command retries what is

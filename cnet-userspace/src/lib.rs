@@ -9,6 +9,7 @@ pub mod crash;
 pub mod daemon;
 pub mod ebpf;
 pub mod filter;
+pub mod host;
 pub mod ipam;
 pub mod lifecycle;
 pub mod listfilter;
@@ -89,6 +90,7 @@ fn create_and_start(
         crash::point("run:started");
         c.pid = Some(pid);
         c.pid_start = state::proc_start(pid);
+        c.detached = detach;
         c.phase = state::Phase::Ready;
         st.containers.insert(name.clone(), c);
         if let Err(e) = state::save(paths, &st) {
@@ -339,4 +341,54 @@ pub fn port_rm(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::Po
     st.pending.clear();
     state::save(paths, &st)?;
     Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    /// cnet runs no program but the container's own command: links,
+    /// namespaces, mounts and times go through the kernel's interfaces.
+    #[test]
+    fn no_process_is_spawned_but_the_containers_command() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut spawns = Vec::new();
+        let mut dirs = vec![src];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("src dir") {
+                let p = e.expect("dir entry").path();
+                if p.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).expect("source file");
+                // Unit tests (this one included) are not cnet's code paths.
+                let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+                for (i, line) in code.lines().enumerate() {
+                    let l = line.trim_start();
+                    if l.starts_with("//") {
+                        continue;
+                    }
+                    for needle in ["Command::new(", "process::Command", "libc::exec"] {
+                        let hit = l.match_indices(needle).any(|(at, _)| {
+                            !l[at + needle.len()..]
+                                .starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                        });
+                        if hit {
+                            spawns.push(format!("{}:{}: {l}", p.display(), i + 1));
+                        }
+                    }
+                }
+            }
+        }
+        // The container's command (container::start) and, for `run -d --rm`,
+        // the waiter becoming `cnet rm` once the command has exited.
+        let allowed = [
+            "let mut cmd = Command::new(&c.cmd[0]);",
+            "libc::execv(c\"/proc/self/exe\".as_ptr(), argv.as_ptr());",
+        ];
+        let unexpected: Vec<&String> = spawns
+            .iter()
+            .filter(|s| !allowed.iter().any(|a| s.ends_with(a)))
+            .collect();
+        assert!(unexpected.is_empty(), "process spawns: {unexpected:#?}");
+    }
 }

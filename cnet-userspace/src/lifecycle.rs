@@ -68,7 +68,14 @@ pub fn kill(paths: &Paths, r: &str, signal: i32) -> Result<()> {
 fn wait_stopped(paths: &Paths, r: &str, timeout: Duration) -> Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
-        if !current(paths, r)?.running() {
+        let c = current(paths, r)?;
+        if !c.running() {
+            // A detached command's end is complete once its waiter recorded
+            // the exit code, a moment after the process is gone.
+            let until = Instant::now() + Duration::from_secs(1);
+            while c.detached && Instant::now() < until && current(paths, r)?.exit.is_none() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             return Ok(true);
         }
         if Instant::now() >= deadline {
@@ -123,6 +130,7 @@ pub fn start(paths: &Paths, r: &str) -> Result<()> {
     c.pid = Some(pid);
     c.pid_start = state::proc_start(pid);
     c.exit = None;
+    c.detached = true;
     st.containers.insert(name, c);
     state::save(paths, &st)
 }

@@ -4,7 +4,7 @@
 //! process runs.
 use std::{fs, os::fd::AsFd, path::Path};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData},
@@ -48,18 +48,7 @@ pub fn ensure_bpffs(paths: &Paths) -> Result<()> {
     let dir = paths.bpf();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     if !is_bpffs(&dir) {
-        let out = std::process::Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .output()
-            .context("running mount")?;
-        if !out.status.success() {
-            bail!(
-                "mounting bpffs at {}: {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        crate::host::mount::mount("bpf", &dir, Some("bpf"), 0)?;
     }
     for sub in ["maps", "progs", "links"] {
         fs::create_dir_all(dir.join(sub))
@@ -72,17 +61,7 @@ pub fn ensure_bpffs(paths: &Paths) -> Result<()> {
 pub fn remove_bpffs(paths: &Paths) -> Result<()> {
     let dir = paths.bpf();
     if is_bpffs(&dir) {
-        let out = std::process::Command::new("umount")
-            .arg(&dir)
-            .output()
-            .context("running umount")?;
-        if !out.status.success() {
-            bail!(
-                "unmounting {}: {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        crate::host::mount::umount(&dir)?;
     }
     let _ = fs::remove_dir(&dir);
     Ok(())

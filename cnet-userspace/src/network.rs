@@ -329,13 +329,11 @@ fn build(paths: &Paths, n: &Network) -> Result<()> {
         net::ensure_bridge(&n.bridge, &n.subnet.to_string())?;
         if created {
             let b = n.bridge.clone();
-            undo.push("delete bridge", move || {
-                net::ip(&["link", "del", &b]).map(|_| ())
-            });
+            undo.push("delete bridge", move || net::del_link(&b));
         }
         crate::crash::point("network-create:bridge");
         if let Some(m) = n.mtu {
-            net::ip(&["link", "set", &n.bridge, "mtu", &m.to_string()])?;
+            net::set_mtu(&n.bridge, m)?;
         }
         sync_map(paths, n)
     })
@@ -357,7 +355,7 @@ fn teardown(paths: &Paths, state: &mut State, name: &str) -> Result<()> {
     };
     let mut errors = Vec::new();
     if net::link_exists(&n.bridge)
-        && let Err(e) = net::ip(&["link", "del", &n.bridge])
+        && let Err(e) = net::del_link(&n.bridge)
     {
         errors.push(format!("{e:#}"));
     }

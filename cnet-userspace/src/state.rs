@@ -220,6 +220,9 @@ pub struct Container {
     /// `--dns`: nameservers (default: daemon.json's).
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+    /// Started detached: a waiter records its exit code in `<root>/exit`.
+    #[serde(default)]
+    pub detached: bool,
     /// `--rm`: removed once its command exits.
     #[serde(default)]
     pub auto_remove: bool,

@@ -180,12 +180,10 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
         net::ensure_bridge(&state.bridge, &state.bip.to_string())?;
         if !had_bridge {
             let b = state.bridge.clone();
-            undo.push("delete bridge", move || {
-                net::ip(&["link", "del", &b]).map(|_| ())
-            });
+            undo.push("delete bridge", move || net::del_link(&b));
         }
         if let Some(mtu) = state.mtu {
-            net::ip(&["link", "set", &state.bridge, "mtu", &mtu.to_string()])?;
+            net::set_mtu(&state.bridge, mtu)?;
         }
         if state.ip_forward {
             net::sysctl("net.ipv4.ip_forward", "1")?;
@@ -349,13 +347,13 @@ pub fn down(paths: &Paths) -> Result<()> {
     }
     for n in state.networks.values() {
         if net::link_exists(&n.bridge)
-            && let Err(e) = net::ip(&["link", "del", &n.bridge])
+            && let Err(e) = net::del_link(&n.bridge)
         {
             errors.push(format!("{e:#}"));
         }
     }
     if net::link_exists(&state.bridge)
-        && let Err(e) = net::ip(&["link", "del", &state.bridge])
+        && let Err(e) = net::del_link(&state.bridge)
     {
         errors.push(format!("{e:#}"));
     }

@@ -916,7 +916,7 @@ fn stop_start_restart_kill_and_logs_as_docker() {
     // kill -s, restart.
     inst.ok(&["kill", "-s", "TERM", &s]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while !status(&s).starts_with("Exited") && std::time::Instant::now() < deadline {
+    while !status(&s).starts_with("Exited (") && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(status(&s).starts_with("Exited (143) "), "{}", status(&s));
