@@ -278,7 +278,7 @@ const SNAT_TRIES: u32 = 8;
 /// from `remote:rport` to `addr:port`: then that tuple is the host's.
 #[inline(always)]
 fn host_socket_holds(
-    ctx: &TcContext,
+    skb: *mut aya_ebpf::bindings::__sk_buff,
     proto: u8,
     addr: u32,
     port: u16,
@@ -297,7 +297,7 @@ fn host_socket_holds(
         dport: port,
     };
     let size = core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
-    let skb = ctx.skb.skb.cast();
+    let skb = skb.cast();
     let netns = BPF_F_CURRENT_NETNS as u64;
     // SAFETY: helpers with a valid context and a stack tuple of `size` bytes;
     // a socket they return is released before returning.
@@ -315,7 +315,51 @@ fn host_socket_holds(
     }
 }
 
+/// A masquerade port search (the `bpf_loop` context): inputs, and `port`
+/// (network order) once one was found.
+#[repr(C)]
+struct PortPick {
+    addr: u32,
+    daddr: u32,
+    dport: u16,
+    proto: u8,
+    found: u8,
+    port: u16,
+}
+
+/// One random candidate port (a `bpf_loop` callback, verified once, not once
+/// per try): never a port published on the host, nor one whose reply tuple
+/// a live flow holds. 0 tries again, 1 stops.
+#[inline(never)]
+extern "C" fn pick_port(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `PortPick` that `masquerade` passed to bpf_loop.
+    let p = unsafe { &mut *(ctx as *mut PortPick) };
+    let span = u32::from(MASQ_PORT_HI - MASQ_PORT_LO) + 1;
+    // SAFETY: helper without arguments.
+    let r = unsafe { bpf_get_prandom_u32() };
+    let port = ((u32::from(MASQ_PORT_LO) + r % span) as u16).to_be();
+    let published = p.proto != PROTO_ICMP
+        && (PORTS.get_ptr(PortKey::new(0, port, p.proto)).is_some()
+            || PORTS.get_ptr(PortKey::new(p.addr, port, p.proto)).is_some());
+    if published {
+        return 0;
+    }
+    let dport = if p.proto == PROTO_ICMP { port } else { p.dport };
+    let rev = CtKey::new(p.daddr, p.addr, dport, port, p.proto);
+    // SAFETY: value copied out immediately.
+    if unsafe { CONNTRACK.get(rev) }.is_some_and(|o| !stale(o, p.proto, now())) {
+        return 0;
+    }
+    p.port = port;
+    p.found = 1;
+    1
+}
+
 /// Masquerades `flow` to `addr`, out of `ifindex`. Returns the new tuple.
+/// Up to `SNAT_TRIES` random ports are looked at for one neither published
+/// nor held by a live flow; a tuple a host socket holds gets one more
+/// search; a conntrack collision after that (only a race with another CPU's
+/// new flow) drops the packet, and the client's retransmission tries again.
 #[inline(always)]
 pub fn masquerade(
     ctx: &TcContext,
@@ -327,27 +371,42 @@ pub fn masquerade(
     len: u32,
 ) -> Result<CtEntry, DropReason> {
     let k = &flow.key;
-    let span = u32::from(MASQ_PORT_HI - MASQ_PORT_LO) + 1;
-    for _ in 0..SNAT_TRIES {
-        // SAFETY: helper without arguments.
-        let r = unsafe { bpf_get_prandom_u32() };
-        let port = ((u32::from(MASQ_PORT_LO) + r % span) as u16).to_be();
-        // Never a port published on the host, nor a tuple a host socket holds.
-        let published = k.proto != PROTO_ICMP
-            && (PORTS.get_ptr(PortKey::new(0, port, k.proto)).is_some()
-                || PORTS.get_ptr(PortKey::new(addr, port, k.proto)).is_some());
-        if published || host_socket_holds(ctx, k.proto, addr, port, k.daddr, k.dport) {
-            continue;
+    let mut chosen = None;
+    for _ in 0..2 {
+        let mut p = PortPick {
+            addr,
+            daddr: k.daddr,
+            dport: k.dport,
+            proto: k.proto,
+            found: 0,
+            port: 0,
+        };
+        // SAFETY: a callback of bpf_loop's type and a context on this stack.
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_loop(
+                SNAT_TRIES,
+                pick_port as *mut core::ffi::c_void,
+                &mut p as *mut PortPick as *mut core::ffi::c_void,
+                0,
+            );
         }
-        let dport = if k.proto == PROTO_ICMP { port } else { k.dport };
-        let fwd = entry(
-            &CtKey::new(addr, k.daddr, port, dport, k.proto),
-            fwd_kind,
-            ifindex,
-        );
-        if create_pair(flow, &fwd, rev_kind, 0, true, len)? {
-            return Ok(fwd);
+        if p.found == 0 {
+            break;
         }
+        if !host_socket_holds(ctx.skb.skb, k.proto, addr, p.port, k.daddr, k.dport) {
+            chosen = Some(p.port);
+            break;
+        }
+    }
+    let port = chosen.ok_or(DropReason::NatExhausted)?;
+    let dport = if k.proto == PROTO_ICMP { port } else { k.dport };
+    let fwd = entry(
+        &CtKey::new(addr, k.daddr, port, dport, k.proto),
+        fwd_kind,
+        ifindex,
+    );
+    if create_pair(flow, &fwd, rev_kind, 0, true, len)? {
+        return Ok(fwd);
     }
     Err(DropReason::NatExhausted)
 }

@@ -76,6 +76,7 @@ impl Ipv4View {
 }
 
 /// A translatable packet: TCP, UDP or ICMP echo, with its tuple.
+#[derive(Clone, Copy)]
 pub struct Flow {
     pub key: CtKey,
     /// Offset of the L4 header.

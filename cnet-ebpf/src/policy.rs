@@ -50,12 +50,55 @@ pub enum Verdict {
     Allow,
 }
 
+/// What one filter scan looks at and finds (the `bpf_loop` context).
+#[repr(C)]
+struct Scan {
+    base: u32,
+    saddr: u32,
+    daddr: u32,
+    dport: u16,
+    proto: u8,
+    count_all: u8,
+    /// 0: no rule matched, 1: allow, 2: drop.
+    found: u32,
+}
+
+/// One rule of the scan (a `bpf_loop` callback, verified once whatever the
+/// number of rules): 0 goes on, 1 stops.
+#[inline(never)]
+extern "C" fn scan_rule(slot: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `Scan` that `filters` passed to bpf_loop.
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    let Some(rule) = FILTERS.get(s.base + slot as u32) else {
+        return 1;
+    };
+    if rule.used == 0 {
+        return 1;
+    }
+    if !rule.matches(s.saddr, s.daddr, s.proto, s.dport) {
+        return 0;
+    }
+    if (s.count_all != 0 || rule.action == FILTER_DROP)
+        && let Some(c) = FILTER_STATS.get_ptr_mut(rule.id)
+    {
+        // SAFETY: this CPU's value.
+        unsafe { *c += 1 };
+    }
+    s.found = match rule.action {
+        FILTER_DROP => 2,
+        FILTER_ALLOW => 1,
+        _ => 0,
+    };
+    1
+}
+
 /// Runs the live set of filter rules (starting at slot `base`, the half
 /// `FILTER_SET` names, read once by the caller) in order on a packet (addresses in
 /// network byte order, `dport` in host order, 0 for protocols without
 /// ports). `count_all` false (XDP, which TC follows): only a matching drop
 /// rule is counted here, an allow rule is counted by TC, so every packet is
-/// counted once.
+/// counted once. The scan runs in `bpf_loop`, so the verifier checks one
+/// rule instead of unrolling all of them.
 #[inline(always)]
 fn filters(
     base: u32,
@@ -65,28 +108,29 @@ fn filters(
     dport: u16,
     count_all: bool,
 ) -> Result<Verdict, DropReason> {
-    for slot in 0..FILTERS_MAX {
-        let Some(rule) = FILTERS.get(base + slot) else {
-            break;
-        };
-        if rule.used == 0 {
-            break;
-        }
-        if rule.matches(saddr, daddr, proto, dport) {
-            if (count_all || rule.action == FILTER_DROP)
-                && let Some(c) = FILTER_STATS.get_ptr_mut(rule.id)
-            {
-                // SAFETY: this CPU's value.
-                unsafe { *c += 1 };
-            }
-            return match rule.action {
-                FILTER_DROP => Err(DropReason::Filtered),
-                FILTER_ALLOW => Ok(Verdict::Allow),
-                _ => Ok(Verdict::None),
-            };
-        }
+    let mut scan = Scan {
+        base,
+        saddr,
+        daddr,
+        dport,
+        proto,
+        count_all: count_all as u8,
+        found: 0,
+    };
+    // SAFETY: a callback of bpf_loop's type and a context on this stack.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            FILTERS_MAX,
+            scan_rule as *mut core::ffi::c_void,
+            &mut scan as *mut Scan as *mut core::ffi::c_void,
+            0,
+        );
     }
-    Ok(Verdict::None)
+    match scan.found {
+        2 => Err(DropReason::Filtered),
+        1 => Ok(Verdict::Allow),
+        _ => Ok(Verdict::None),
+    }
 }
 
 /// Container-to-container policy: containers of different networks never

@@ -268,13 +268,8 @@ fn published_ports_answer_on_interfaces_added_after_up() {
     );
     // With `cnet daemon` running, a third one is covered without any command.
     let sock = inst.root.join("d.sock");
-    let d = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", inst.topo.host.name))
-        .arg(cnet_tests::cnet::cnet_bin())
-        .arg("--root")
-        .arg(&inst.root)
-        .args(["daemon", "--socket"])
-        .arg(&sock)
+    let d = inst
+        .command(&["daemon", "--socket", &sock.to_string_lossy()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

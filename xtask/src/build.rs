@@ -99,7 +99,7 @@ pub fn soak(kills: u32, seed: Option<u64>) -> Result<()> {
 }
 
 /// Builds everything in release mode and runs the benchmark driver as root.
-pub fn bench(quick: bool) -> Result<()> {
+pub fn bench(quick: bool, control: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark builds namespaces: run `sudo -E cargo xtask bench`");
@@ -120,6 +120,9 @@ pub fn bench(quick: bool) -> Result<()> {
         .arg(root().join("target/bench"));
     if quick {
         cmd.arg("--quick");
+    }
+    if control {
+        cmd.arg("--control");
     }
     run(&mut cmd)
 }

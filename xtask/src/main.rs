@@ -41,6 +41,9 @@ enum Cmd {
         /// A short run (under 2 minutes).
         #[arg(long)]
         quick: bool,
+        /// Only the control-plane table (cnet up, run, rm, port add).
+        #[arg(long)]
+        control: bool,
     },
 }
 
@@ -51,7 +54,9 @@ fn main() -> ExitCode {
         Cmd::Run { args } => bootstrap::ensure().and_then(|()| build::run_cnet(&args)),
         Cmd::Test => test::all(),
         Cmd::Soak { kills, seed } => bootstrap::ensure().and_then(|()| build::soak(kills, seed)),
-        Cmd::Bench { quick } => bootstrap::ensure().and_then(|()| build::bench(quick)),
+        Cmd::Bench { quick, control } => {
+            bootstrap::ensure().and_then(|()| build::bench(quick, control))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use cnet_tests::{
     bench::{self, Rr, median, pin_to_cpu},
     cnet::Instance,
@@ -88,6 +88,18 @@ struct Report {
     scale: Vec<ScalePoint>,
     cnet_up_ms: f64,
     run_to_first_answer_ms: f64,
+    control: Vec<ControlOp>,
+}
+
+/// One control-plane operation: median of `n` runs, against the numbers in
+/// issue 10 (main before the netlink rewrite) and its target.
+#[derive(Debug, Default, Serialize)]
+struct ControlOp {
+    op: String,
+    before_ms: f64,
+    median_ms: f64,
+    target_ms: f64,
+    n: usize,
 }
 
 /// Where the client measures from: a namespace (and a shell prefix run
@@ -835,7 +847,172 @@ fn machine() -> String {
     )
 }
 
-fn run(quick: bool, out: PathBuf) -> Result<()> {
+/// A request to `cnet daemon` over its unix socket; the status code.
+fn daemon_request(sock: &std::path::Path, method: &str, path: &str, body: &str) -> Result<u16> {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(sock)?;
+    write!(
+        c,
+        "{method} {path} HTTP/1.0\r\nHost: cnet\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    c.read_to_string(&mut resp)?;
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("bad answer from the daemon: {resp:?}"))?;
+    Ok(code)
+}
+
+/// `cnet up` on a fresh instance, `run -d` to the first answered
+/// connection, `rm -f`, and `port add` (CLI and daemon) with few and with
+/// many published ports: medians of `n`.
+fn control_plane(quick: bool) -> Result<Vec<ControlOp>> {
+    let n = 20;
+    let many = if quick { 10_000 } else { 100_000 };
+    let inst = Instance::up(1, &[]);
+    let client = inst.topo.clients[0].name.clone();
+    let cg = inst.cgroup.to_string_lossy().into_owned();
+    let mut ops = Vec::new();
+    let mut push = |op: String, before: f64, target: f64, v: Vec<f64>| {
+        ops.push(ControlOp {
+            op,
+            before_ms: before,
+            n: v.len(),
+            median_ms: median(v),
+            target_ms: target,
+        });
+    };
+    progress("control plane: cnet up");
+    let mut v = Vec::new();
+    for _ in 0..n {
+        check_stop()?;
+        inst.ok(&["down"]);
+        let t = Instant::now();
+        inst.ok(&["up", "--cgroup", &cg, "--uplink", "up0"]);
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    push("`cnet up` (fresh instance)".into(), 430.0, 250.0, v);
+
+    progress("control plane: run -d, rm -f");
+    let (mut run, mut rm) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        check_stop()?;
+        let name = format!("cnet-bench-cp{i}-{}", std::process::id());
+        let port = 18100 + i as u16;
+        let t = Instant::now();
+        inst.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-p",
+            &format!("{port}:7000"),
+            "--",
+            &self_exe(),
+            "rr-server",
+            "7000",
+        ]);
+        wait_answer(&client, &format!("{}:{port}", addr::host_uplink(0)))?;
+        run.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        inst.ok(&["rm", "-f", &name]);
+        rm.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    push(
+        "`cnet run -d` to first answered TCP connection".into(),
+        27.0,
+        15.0,
+        run,
+    );
+    push("`cnet rm -f` of one container".into(), 66.0, 15.0, rm);
+
+    let bulk = format!("cnet-bench-cpbulk-{}", std::process::id());
+    inst.ok(&["run", "-d", "--name", &bulk, "--", "sleep", "100000"]);
+    let _cleanup = Cleanup(&inst, bulk.clone());
+    let sock = inst.root.join("bench.sock");
+    let mut daemon = inst
+        .command(&["daemon", "--socket", &sock.to_string_lossy()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut have = 0;
+    for (ports, before) in [(10usize, 12.0), (many, 12.0)] {
+        check_stop()?;
+        progress(&format!(
+            "control plane: port add with {ports} published ports"
+        ));
+        while have < ports {
+            // Ranges of up to 1,000 ports, 20000-... then 40000-...
+            let chunk = (ports - have).min(1000);
+            let lo = 1 + have;
+            let spec = format!("{lo}-{}:{lo}-{}", lo + chunk - 1, lo + chunk - 1);
+            inst.ok(&["port", "add", &bulk, &spec]);
+            have += chunk;
+        }
+        let (mut cli, mut api) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let spec = format!("{}:9", 64000 + i);
+            let t = Instant::now();
+            inst.ok(&["port", "add", &bulk, &spec]);
+            cli.push(t.elapsed().as_secs_f64() * 1e3);
+            inst.ok(&["port", "rm", &bulk, &spec]);
+            let body = format!("{{\"spec\": \"{spec}\"}}");
+            let t = Instant::now();
+            let code = daemon_request(&sock, "POST", &format!("/containers/{bulk}/ports"), &body)?;
+            api.push(t.elapsed().as_secs_f64() * 1e3);
+            ensure!(code < 300, "daemon port add answered {code}");
+            daemon_request(
+                &sock,
+                "POST",
+                &format!("/containers/{bulk}/ports/rm"),
+                &body,
+            )?;
+        }
+        push(
+            format!("`cnet port add` (CLI), {ports} ports published"),
+            before,
+            8.0,
+            cli,
+        );
+        push(
+            format!("port add through the daemon, {ports} ports published"),
+            0.0,
+            2.0,
+            api,
+        );
+    }
+    // SAFETY: the daemon this function started, by its PID.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    Ok(ops)
+}
+
+fn control_table(ops: &[ControlOp]) -> String {
+    let mut s = String::from(
+        "| control plane (release build, CLI as a user runs it) | before (issue 10) ms | now ms (median) | target ms |\n| --- | ---: | ---: | ---: |\n",
+    );
+    for o in ops {
+        let before = if o.before_ms > 0.0 {
+            format!("{:.0}", o.before_ms)
+        } else {
+            "-".into()
+        };
+        s.push_str(&format!(
+            "| {} | {before} | {:.1} | {:.0} |\n",
+            o.op, o.median_ms, o.target_ms
+        ));
+    }
+    s
+}
+
+fn run(quick: bool, control_only: bool, out: PathBuf) -> Result<()> {
     let s = if quick {
         Settings {
             runs: 3,
@@ -870,6 +1047,14 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
             ..Default::default()
         })
         .collect();
+    if control_only {
+        report.control = control_plane(quick)?;
+        let t = control_table(&report.control);
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(out.join("control.md"), &t)?;
+        println!("\n{t}");
+        return Ok(());
+    }
     report.paths.push(physical(s)?);
     report.paths.push(routed(s)?);
     let cnet = cnet_paths(s, &mut scale, &mut report)?;
@@ -891,13 +1076,14 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
             .unwrap_or(99)
     });
     report.scale = scale;
+    report.control = control_plane(quick)?;
     std::fs::create_dir_all(&out)?;
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
     chart(&report, &out.join("scale.png"))?;
-    let t = table(&report);
+    let t = format!("{}\n{}", table(&report), control_table(&report.control));
     std::fs::write(out.join("table.md"), &t)?;
     println!(
         "\ncnet benchmark, {} on {}{}\n\n{t}",
@@ -931,7 +1117,8 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/bench"));
-    if let Err(e) = run(quick, out) {
+    let control_only = args.iter().any(|a| a == "--control");
+    if let Err(e) = run(quick, control_only, out) {
         eprintln!("bench: {e:#}");
         std::process::exit(1);
     }
