@@ -894,12 +894,14 @@ pub fn detach_interface(paths: &Paths, _ns: &str, a: &crate::state::Attachment) 
         let _ = purge_conntrack(paths, a.ip);
         let _ = purge_allow(paths, a.ip);
     }
-    if let Err(e) = loader::detach(paths, &format!("veth-{}", a.veth)) {
-        errors.push(format!("{e:#}"));
-    }
+    // The veth first: its program goes with it, so dropping the link pin
+    // afterwards costs the kernel no second RCU grace period under RTNL.
     if net::link_exists(&a.veth)
         && let Err(e) = Netlink::here().and_then(|nl| nl.del_link(&a.veth))
     {
+        errors.push(format!("{e:#}"));
+    }
+    if let Err(e) = loader::detach(paths, &format!("veth-{}", a.veth)) {
         errors.push(format!("{e:#}"));
     }
     ensure!(
@@ -1395,7 +1397,7 @@ fn kill_all(name: &str, spare: &[u32]) -> Result<()> {
         if Instant::now() > deadline {
             bail!("processes {pids:?} in container {name} did not exit after SIGKILL");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
