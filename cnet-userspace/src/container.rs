@@ -242,10 +242,10 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
     };
     validate_name(&name)?;
     if let Some(c) = state.containers.get(&name) {
-        bail!(
+        return Err(crate::error::conflict(format!(
             "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
             c.id
-        );
+        )));
     }
     ensure!(
         !net::netns_exists(&name),
@@ -429,7 +429,7 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
     }
     let view = state
         .net(&network)
-        .with_context(|| format!("network {network} not found"))?;
+        .ok_or_else(|| crate::error::not_found(format!("network {network} not found")))?;
     ensure!(
         view.user_defined || opts.aliases.is_empty(),
         "--network-alias is only supported on user-defined networks"

@@ -235,7 +235,7 @@ pub fn rm(paths: &Paths, id: u32) -> Result<()> {
         .filters
         .iter()
         .position(|r| r.id == id)
-        .with_context(|| format!("no filter with id {id}"))?;
+        .ok_or_else(|| crate::error::not_found(format!("no filter with id {id}")))?;
     st.filters.remove(pos);
     st.pending.push(Pending::Filters);
     crate::state::save(paths, &st)?;

@@ -8,6 +8,7 @@ pub mod container;
 pub mod crash;
 pub mod daemon;
 pub mod ebpf;
+pub mod error;
 pub mod filter;
 pub mod host;
 pub mod ipam;
@@ -176,10 +177,10 @@ pub fn rm(paths: &Paths, refs: &[String], force: bool) -> Result<()> {
         let n = st.resolve(r)?;
         let c = &st.containers[&n];
         if c.running() && !force {
-            anyhow::bail!(
+            return Err(error::conflict(format!(
                 "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
                 c.id
-            );
+            )));
         }
         names.push(n);
     }
@@ -228,10 +229,10 @@ pub fn rm_each(paths: &Paths, refs: &[String], force: bool) -> Result<Vec<Result
     let mut names = Vec::new();
     for r in refs {
         match st.resolve(r) {
-            Ok(n) if st.containers[&n].running() && !force => out.push(Err(anyhow::anyhow!(
+            Ok(n) if st.containers[&n].running() && !force => out.push(Err(error::conflict(format!(
                 "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
                 st.containers[&n].id
-            ))),
+            )))),
             Ok(n) => {
                 names.push(n);
                 out.push(Ok(()));

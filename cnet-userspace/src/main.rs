@@ -535,7 +535,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
             return cnet::run(&paths, &opts, detach);
         }
         Cmd::Network(n) => network_cmd(&paths, n)?,
-        Cmd::Daemon { socket } => cnet::daemon::serve(&paths, &socket)?,
+        Cmd::Daemon { socket } => cnet::daemon::serve(&paths, &socket, || {
+            eprintln!("cnet daemon: listening on {}", socket.display())
+        })?,
         Cmd::Stop { time, names } => {
             return Ok(each(&names, |n| {
                 cnet::lifecycle::stop(&paths, n, std::time::Duration::from_secs(time))

@@ -120,11 +120,12 @@ pub fn plan(state: &State, o: &CreateOptions, id: String) -> Result<Network> {
         "network {} is built in",
         o.name
     );
-    ensure!(
-        !state.networks.contains_key(&o.name),
-        "network with name {} already exists",
-        o.name
-    );
+    if state.networks.contains_key(&o.name) {
+        return Err(crate::error::conflict(format!(
+            "network with name {} already exists",
+            o.name
+        )));
+    }
     if let Some(d) = &o.driver {
         ensure!(
             d == "bridge",
@@ -427,13 +428,16 @@ pub fn rm(paths: &Paths, names: &[String]) -> Result<()> {
             !BUILTIN.contains(&n.as_str()),
             "{n} is a pre-defined network and cannot be removed"
         );
-        ensure!(st.networks.contains_key(n), "network {n} not found");
+        if !st.networks.contains_key(n) {
+            return Err(crate::error::not_found(format!("network {n} not found")));
+        }
         let users = in_use(&st, n);
-        ensure!(
-            users.is_empty(),
-            "network {n} has active endpoints: {}",
-            users.join(", ")
-        );
+        if !users.is_empty() {
+            return Err(crate::error::conflict(format!(
+                "network {n} has active endpoints: {}",
+                users.join(", ")
+            )));
+        }
     }
     for n in names {
         if let Some(x) = st.networks.get_mut(n) {
@@ -565,7 +569,7 @@ pub fn inspect(st: &State, name: &str) -> Result<Value> {
             let n = st
                 .networks
                 .get(name)
-                .with_context(|| format!("network {name} not found"))?;
+                .ok_or_else(|| crate::error::not_found(format!("network {name} not found")))?;
             let mut cfg = json!({"Subnet": format!("{}/{}", n.subnet.network(), n.subnet.prefix), "Gateway": n.subnet.addr.to_string()});
             if let Some(r) = n.ip_range {
                 cfg["IPRange"] = json!(format!("{}/{}", r.addr, r.prefix));
@@ -636,10 +640,10 @@ pub fn connect(
     let (_lock, mut st) = crate::open(paths)?;
     let view = st
         .net(net_name)
-        .with_context(|| format!("network {net_name} not found"))?;
+        .ok_or_else(|| crate::error::not_found(format!("network {net_name} not found")))?;
     let ctr = st
         .resolve(ctr)
-        .map_err(|_| anyhow::anyhow!("No such container: {ctr}"))?;
+        .map_err(|_| crate::error::not_found(format!("No such container: {ctr}")))?;
     let ctr = ctr.as_str();
     let c = st.containers[ctr].clone();
     ensure!(
@@ -713,13 +717,14 @@ fn attachment_mut<'a>(st: &'a mut State, ctr: &str, net: &str) -> Option<&'a mut
 /// interface; its errors come back as warnings and the attachment is dropped.
 pub fn disconnect(paths: &Paths, net_name: &str, ctr: &str, force: bool) -> Result<Vec<String>> {
     let (_lock, mut st) = crate::open(paths)?;
-    ensure!(
-        BUILTIN.contains(&net_name) || st.networks.contains_key(net_name),
-        "network {net_name} not found"
-    );
+    if !(BUILTIN.contains(&net_name) || st.networks.contains_key(net_name)) {
+        return Err(crate::error::not_found(format!(
+            "network {net_name} not found"
+        )));
+    }
     let ctr = st
         .resolve(ctr)
-        .map_err(|_| anyhow::anyhow!("No such container: {ctr}"))?;
+        .map_err(|_| crate::error::not_found(format!("No such container: {ctr}")))?;
     let ctr = ctr.as_str();
     let c = st.containers[ctr].clone();
     ensure!(

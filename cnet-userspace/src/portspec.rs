@@ -219,10 +219,10 @@ pub fn resolve(
                 for (hp, cp) in h.ports().zip(s.container.ports()) {
                     if taken(&chosen_by, s.host_ip, hp, s.proto) || !free(s.host_ip, hp, s.proto)? {
                         let ip = s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-                        bail!(
+                        return Err(crate::error::conflict(format!(
                             "Bind for {ip}:{hp} failed: port is already allocated ({hp}/{})",
                             s.proto
-                        );
+                        )));
                     }
                     chosen_by.entry((hp, s.proto)).or_default().push(s.host_ip);
                     out.push(PortMapping {

@@ -322,7 +322,7 @@ impl State {
             (Some(_), Some(_)) => {
                 anyhow::bail!("multiple containers match id prefix {r}: give more of it")
             }
-            _ => anyhow::bail!("No such container: {r}"),
+            _ => Err(crate::error::not_found(format!("No such container: {r}"))),
         }
     }
 

@@ -145,3 +145,138 @@ fn daemon_serves_the_same_operations_over_a_unix_socket() {
     assert_eq!(s, 200);
     assert_eq!(inst.ok(&["ps", "-q"]).trim(), "");
 }
+
+/// One raw exchange on the socket: what the daemon answered (its status
+/// line), or why nothing came.
+fn raw(sock: &str, request: &[u8], pause: Option<Duration>) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    if let Some(p) = pause {
+        // A slow client: a partial request line, then nothing.
+        c.write_all(&request[..5]).unwrap();
+        std::thread::sleep(p);
+        let _ = c.write_all(&request[5..]);
+    } else {
+        let _ = c.write_all(request);
+    }
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn the_daemon_refuses_bad_requests_clearly_and_keeps_serving() {
+    let inst = Instance::up(1, &[]);
+    let sock = inst.root.join("d.sock").to_string_lossy().into_owned();
+    let mut daemon = inst
+        .command(&["daemon", "--socket", &sock])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..250 {
+        if std::path::Path::new(&sock).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let alive = || {
+        let (s, v) = curl(&sock, "GET", "/networks", None);
+        assert_eq!(s, 200, "the daemon keeps serving: {v}");
+    };
+    alive();
+
+    // Unknown fields and wrong types: 400 naming the field.
+    let (s, v) = curl(
+        &sock,
+        "POST",
+        "/networks",
+        Some(r#"{"name": "x1", "internall": true}"#),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("internall"), "{v}");
+    let (s, v) = curl(
+        &sock,
+        "POST",
+        "/networks",
+        Some(r#"{"name": "x1", "internal": "true"}"#),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("boolean"), "{v}");
+    let (s, v) = curl(&sock, "POST", "/containers", Some(r#"{"cmd": "true"}"#));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("sequence"), "{v}");
+    assert!(
+        inst.ok(&["network", "ls", "-q"]).lines().count() == 3,
+        "nothing was created by the refused requests"
+    );
+    // Typed errors: 404 for a missing object, 409 for a conflict, 400 for
+    // bad input, each with its message.
+    let (s, v) = curl(&sock, "DELETE", "/filters/77", None);
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = curl(
+        &sock,
+        "POST",
+        "/networks",
+        Some(r#"{"name": "dup", "subnet": "10.91.0.0/24"}"#),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = curl(
+        &sock,
+        "POST",
+        "/networks",
+        Some(r#"{"name": "dup", "subnet": "10.92.0.0/24"}"#),
+    );
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = curl(
+        &sock,
+        "POST",
+        "/networks",
+        Some(r#"{"name": "bad", "subnet": "10.93.0.5/24"}"#),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("10.93.0.5/24"),
+        "{v}"
+    );
+    let (s, _) = curl(&sock, "DELETE", "/networks/dup", None);
+    assert_eq!(s, 200);
+    let (s, v) = curl(&sock, "PUT", "/networks", None);
+    assert_eq!(s, 405, "{v}");
+
+    // Malformed HTTP, an oversized body, a slow client: refused, and the
+    // daemon goes on serving.
+    let line = raw(&sock, b"GARBAGE\r\n\r\n", None);
+    assert!(line.contains(" 400 "), "{line:?}");
+    alive();
+    let big = format!(
+        "POST /networks HTTP/1.1\r\nHost: cnet\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        3 << 20
+    );
+    let mut req = big.into_bytes();
+    req.extend(std::iter::repeat_n(b' ', 3 << 20));
+    let line = raw(&sock, &req, None);
+    assert!(line.contains(" 413 "), "a body over 1 MiB: {line:?}");
+    alive();
+    let t = std::time::Instant::now();
+    let line = raw(
+        &sock,
+        b"GET /networks HTTP/1.1\r\nHost: cnet\r\n\r\n",
+        Some(Duration::from_secs(7)),
+    );
+    assert!(
+        !line.contains(" 200 ") && t.elapsed() < Duration::from_secs(15),
+        "a client that stalls in its headers is cut off: {line:?}"
+    );
+    alive();
+
+    // SIGTERM: the daemon ends and its socket goes.
+    // SAFETY: the daemon this test started, by its PID.
+    assert_eq!(unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) }, 0);
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !std::path::Path::new(&sock).exists(),
+        "socket removed on SIGTERM"
+    );
+}
