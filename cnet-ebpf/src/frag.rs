@@ -9,8 +9,9 @@ use cnet_common::{
 };
 
 use crate::{
+    hdr::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF},
     maps::FRAGS,
-    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, Ipv4View},
+    parse::Ipv4View,
     redirect::deliver,
     verdict::Action,
 };

@@ -7,31 +7,28 @@
 use aya_ebpf::programs::TcContext;
 use cnet_common::{DropReason, maps::Endpoint};
 
-use crate::{maps::ENDPOINTS, parse::Ipv4View};
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IPV6: u16 = 0x86dd;
-/// Offsets in an Ethernet/IPv4 ARP packet: sender MAC and sender address.
-const ARP_SHA: usize = 14 + 8;
-const ARP_SPA: usize = 14 + 14;
+use crate::{
+    hdr::{ARP_SHA, ARP_SPA, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_PROTO, ETH_SRC},
+    maps::ENDPOINTS,
+    parse::Ipv4View,
+};
 
 /// Checks what a container sent on interface `ifindex`; returns the IPv4
 /// header to go on with, or `None` for an ARP packet that passed.
 #[inline(always)]
 pub fn from_container(ctx: &TcContext, ifindex: u32) -> Result<Option<Ipv4View>, DropReason> {
-    let proto: u16 = ctx.load(12).map_err(|_| DropReason::MalformedIp)?;
+    let proto: u16 = ctx.load(ETH_PROTO).map_err(|_| DropReason::MalformedIp)?;
     match u16::from_be(proto) {
         ETH_P_IP => {
             let ip = Ipv4View::parse(ctx)?.ok_or(DropReason::MalformedIp)?;
-            owned(ctx, ip.saddr, ifindex, 6)?;
+            owned(ctx, ip.saddr, ifindex, ETH_SRC)?;
             Ok(Some(ip))
         }
         ETH_P_ARP => {
             let spa: u32 = ctx.load(ARP_SPA).map_err(|_| DropReason::MalformedIp)?;
             if spa != 0 {
                 owned(ctx, spa, ifindex, ARP_SHA)?;
-                owned(ctx, spa, ifindex, 6)?;
+                owned(ctx, spa, ifindex, ETH_SRC)?;
             }
             Ok(None)
         }

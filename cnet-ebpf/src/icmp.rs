@@ -5,10 +5,15 @@ use cnet_common::{
     DropReason, csum,
     maps::{CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
 };
+use network_types::ip::Ipv4Hdr;
 
 use crate::{
+    hdr::{
+        ICMP_CSUM, ICMP_HLEN, ICMP_ID, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IPV4_CHECK, IPV4_DST,
+        IPV4_MIN_LEN, IPV4_SRC, TCP_DPORT, TCP_SPORT, UDP_CSUM,
+    },
     maps::CONNTRACK,
-    parse::{Flow, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF},
+    parse::Flow,
 };
 
 /// The embedded (original) packet of an ICMP error.
@@ -22,16 +27,16 @@ struct Inner {
 
 #[inline(always)]
 fn parse_inner(ctx: &TcContext, flow: &Flow) -> Option<Inner> {
-    let ip = flow.l4 + 8;
-    let vihl: u8 = ctx.load(ip).ok()?;
-    let hlen = usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || hlen < 20 {
+    let ip = flow.l4 + ICMP_HLEN;
+    let hdr: Ipv4Hdr = ctx.load(ip).ok()?;
+    let hlen = usize::from(hdr.ihl());
+    if hdr.version() != 4 || hlen < IPV4_MIN_LEN {
         return None;
     }
-    let proto: u8 = ctx.load(ip + 9).ok()?;
+    let proto = hdr.proto;
     let ports = match proto {
-        PROTO_TCP | PROTO_UDP => ip + hlen,
-        PROTO_ICMP => ip + hlen + 4,
+        PROTO_TCP | PROTO_UDP => ip + hlen + TCP_SPORT,
+        PROTO_ICMP => ip + hlen + ICMP_ID,
         _ => return None,
     };
     let (sport, dport) = if proto == PROTO_ICMP {
@@ -41,8 +46,8 @@ fn parse_inner(ctx: &TcContext, flow: &Flow) -> Option<Inner> {
         let p: [u16; 2] = ctx.load(ports).ok()?;
         (p[0], p[1])
     };
-    let saddr: u32 = ctx.load(ip + 12).ok()?;
-    let daddr: u32 = ctx.load(ip + 16).ok()?;
+    let saddr = u32::from_ne_bytes(hdr.src_addr);
+    let daddr = u32::from_ne_bytes(hdr.dst_addr);
     Some(Inner {
         ip,
         ports,
@@ -62,12 +67,12 @@ fn set_inner32(
     new: u32,
 ) -> Result<(), DropReason> {
     let old_ck: u16 = ctx
-        .load(inner.ip + 10)
+        .load(inner.ip + IPV4_CHECK)
         .map_err(|_| DropReason::RewriteFailed)?;
     let new_ck = csum::update32(u16::from_be(old_ck), u32::from_be(old), u32::from_be(new)).to_be();
     ctx.store(off, &new, 0)
         .map_err(|_| DropReason::RewriteFailed)?;
-    ctx.store(inner.ip + 10, &new_ck, 0)
+    ctx.store(inner.ip + IPV4_CHECK, &new_ck, 0)
         .map_err(|_| DropReason::RewriteFailed)?;
     ctx.l4_csum_replace(icmp_csum, u64::from(old), u64::from(new), 4)
         .map_err(|_| DropReason::RewriteFailed)?;
@@ -109,8 +114,8 @@ fn fix_inner_l4(
     to: &CtKey,
 ) -> Result<(), DropReason> {
     let off = match e.proto {
-        PROTO_UDP => inner.ports + 6,
-        PROTO_ICMP => inner.ports - 2,
+        PROTO_UDP => inner.ports - TCP_SPORT + UDP_CSUM,
+        PROTO_ICMP => inner.ports - ICMP_ID + ICMP_CSUM,
         _ => return Ok(()),
     };
     let old: u16 = ctx.load(off).map_err(|_| DropReason::RewriteFailed)?;
@@ -155,15 +160,29 @@ pub fn translate_error(
     if from_container && flow.key.saddr != e.daddr {
         return Err(DropReason::IcmpForeign);
     }
-    let icmp_csum = flow.l4 + 2;
+    let icmp_csum = flow.l4 + ICMP_CSUM;
     let to = CtKey::new(n.daddr, n.saddr, n.dport, n.sport, e.proto);
     fix_inner_l4(ctx, icmp_csum, &inner, &e, &to)?;
     // The embedded packet becomes the reverse of the translated reply.
     if n.daddr != e.saddr {
-        set_inner32(ctx, icmp_csum, &inner, inner.ip + 12, e.saddr, n.daddr)?;
+        set_inner32(
+            ctx,
+            icmp_csum,
+            &inner,
+            inner.ip + IPV4_SRC,
+            e.saddr,
+            n.daddr,
+        )?;
     }
     if n.saddr != e.daddr {
-        set_inner32(ctx, icmp_csum, &inner, inner.ip + 16, e.daddr, n.saddr)?;
+        set_inner32(
+            ctx,
+            icmp_csum,
+            &inner,
+            inner.ip + IPV4_DST,
+            e.daddr,
+            n.saddr,
+        )?;
     }
     if e.proto == PROTO_ICMP {
         if n.dport != e.sport {
@@ -174,7 +193,13 @@ pub fn translate_error(
             set_inner16(ctx, icmp_csum, inner.ports, e.sport, n.dport)?;
         }
         if n.sport != e.dport {
-            set_inner16(ctx, icmp_csum, inner.ports + 2, e.dport, n.sport)?;
+            set_inner16(
+                ctx,
+                icmp_csum,
+                inner.ports - TCP_SPORT + TCP_DPORT,
+                e.dport,
+                n.sport,
+            )?;
         }
     }
     // Outer: the error goes to the embedded packet's (new) source; if the end

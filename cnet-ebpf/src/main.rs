@@ -6,6 +6,7 @@
 
 mod frag;
 mod guard;
+mod hdr;
 mod icmp;
 mod maps;
 mod mtu;

@@ -14,8 +14,11 @@ use aya_ebpf::{
 use cnet_common::{DropReason, csum};
 
 use crate::{
+    hdr::{
+        ETH_DST, ETH_HLEN, ETH_SRC, ICMP_CSUM, ICMP_HLEN, ICMP_MTU, IP_DF, IP_FRAG_OFF, IPV4_CHECK,
+        IPV4_DST, IPV4_FRAGS, IPV4_MIN_LEN, IPV4_SRC, IPV4_TTL,
+    },
     maps::{ENDPOINTS, JUMPS, config},
-    parse::ETH_HLEN,
     verdict::Action,
 };
 
@@ -24,7 +27,7 @@ pub const JUMP_FRAG_NEEDED: u32 = 0;
 
 /// Length of the answer: Ethernet, IPv4, ICMP header, the original IPv4
 /// header and its first 8 payload bytes.
-const ANSWER_LEN: u32 = 14 + 20 + 8 + 28;
+const ANSWER_LEN: u32 = (ETH_HLEN + IPV4_MIN_LEN + ICMP_HLEN + IPV4_MIN_LEN + 8) as u32;
 
 /// Checks the packet against the device it will leave by (`out_ifindex`, or
 /// the container's veth when `daddr` is a container). Too big with DF:
@@ -51,11 +54,9 @@ pub fn check(
     if rc <= 0 {
         return Ok(());
     }
-    let frag: u16 = ctx
-        .load(ETH_HLEN + 6)
-        .map_err(|_| DropReason::MalformedIp)?;
+    let frag: u16 = ctx.load(IP_FRAG_OFF).map_err(|_| DropReason::MalformedIp)?;
     let vihl: u8 = ctx.load(ETH_HLEN).map_err(|_| DropReason::MalformedIp)?;
-    if u16::from_be(frag) & 0x4000 == 0 || vihl != 0x45 {
+    if u16::from_be(frag) & IP_DF == 0 || vihl != 0x45 {
         return Err(DropReason::TooBig);
     }
     // SAFETY: writing the control block of the skb we were handed; it is
@@ -92,18 +93,23 @@ pub fn answer(ctx: &TcContext) -> Result<Action, DropReason> {
         let skb = ctx.skb.skb;
         ((*skb).cb[0], (*skb).cb[1] != 0, (*skb).ifindex)
     };
-    // [0..20) IPv4, [20..28) ICMP, [28..56) the original header and 8 bytes.
-    let mut b = [0u8; 56];
-    let orig: [u8; 28] = ctx.load(ETH_HLEN).map_err(fail)?;
-    b[28..56].copy_from_slice(&orig);
-    let peer_mac: [u8; 6] = ctx.load(6).map_err(fail)?;
+    // The IPv4 header, the ICMP header, then the original header and 8 bytes.
+    const IP: usize = 0;
+    const ICMP: usize = IPV4_MIN_LEN;
+    const ORIG: usize = ICMP + ICMP_HLEN;
+    const LEN: usize = ORIG + IPV4_MIN_LEN + 8;
+    let mut b = [0u8; LEN];
+    let orig: [u8; LEN - ORIG] = ctx.load(ETH_HLEN).map_err(fail)?;
+    b[ORIG..LEN].copy_from_slice(&orig);
+    let peer_mac: [u8; 6] = ctx.load(ETH_SRC).map_err(fail)?;
     let (from, src_mac) = if from_container {
         let c = config();
         (c.gateway, c.bridge_mac)
     } else {
-        let m: [u8; 6] = ctx.load(0).map_err(fail)?;
+        let m: [u8; 6] = ctx.load(ETH_DST).map_err(fail)?;
+        let d = IPV4_DST;
         (
-            u32::from_ne_bytes([orig[16], orig[17], orig[18], orig[19]]),
+            u32::from_ne_bytes([orig[d], orig[d + 1], orig[d + 2], orig[d + 3]]),
             m,
         )
     };
@@ -112,22 +118,23 @@ pub fn answer(ctx: &TcContext) -> Result<Action, DropReason> {
     if unsafe { bpf_skb_change_tail(ctx.skb.skb.cast(), ANSWER_LEN, 0) } != 0 {
         return Err(DropReason::RewriteFailed);
     }
-    b[0] = 0x45;
-    b[3] = (ANSWER_LEN - 14) as u8;
-    b[6] = 0x40;
-    b[8] = 64;
-    b[9] = 1;
-    b[12..16].copy_from_slice(&from.to_ne_bytes());
-    b[16..20].copy_from_slice(&orig[12..16]);
-    let ck = csum::checksum(&b[0..20]);
-    b[10..12].copy_from_slice(&ck.to_be_bytes());
-    b[20] = 3;
-    b[21] = 4;
-    b[26..28].copy_from_slice(&(mtu as u16).to_be_bytes());
-    let ck = csum::checksum(&b[20..56]);
-    b[22..24].copy_from_slice(&ck.to_be_bytes());
-    ctx.store(0, &peer_mac, 0).map_err(fail)?;
-    ctx.store(6, &src_mac, 0).map_err(fail)?;
+    b[IP] = 0x45;
+    b[IP + 2..IP + 4].copy_from_slice(&(LEN as u16).to_be_bytes());
+    b[IP + IPV4_FRAGS..IP + IPV4_FRAGS + 2].copy_from_slice(&IP_DF.to_be_bytes());
+    b[IP + IPV4_TTL] = 64;
+    b[IP + IPV4_TTL + 1] = cnet_common::maps::PROTO_ICMP;
+    b[IP + IPV4_SRC..IP + IPV4_SRC + 4].copy_from_slice(&from.to_ne_bytes());
+    b[IP + IPV4_DST..IP + IPV4_DST + 4].copy_from_slice(&orig[IPV4_SRC..IPV4_SRC + 4]);
+    let ck = csum::checksum(&b[IP..ICMP]);
+    b[IP + IPV4_CHECK..IP + IPV4_CHECK + 2].copy_from_slice(&ck.to_be_bytes());
+    // Destination unreachable, fragmentation needed, with the next-hop MTU.
+    b[ICMP] = 3;
+    b[ICMP + 1] = 4;
+    b[ICMP + ICMP_MTU..ICMP + ICMP_MTU + 2].copy_from_slice(&(mtu as u16).to_be_bytes());
+    let ck = csum::checksum(&b[ICMP..LEN]);
+    b[ICMP + ICMP_CSUM..ICMP + ICMP_CSUM + 2].copy_from_slice(&ck.to_be_bytes());
+    ctx.store(ETH_DST, &peer_mac, 0).map_err(fail)?;
+    ctx.store(ETH_SRC, &src_mac, 0).map_err(fail)?;
     ctx.store(ETH_HLEN, &b, 0).map_err(fail)?;
     crate::verdict::count(cnet_common::Counter::FragNeeded as u32);
     // SAFETY: plain helper call.

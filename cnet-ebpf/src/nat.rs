@@ -21,17 +21,21 @@ use cnet_common::{
 };
 
 use crate::{
+    hdr::{
+        ICMP_CSUM, ICMP_ID, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, TCP_CSUM, TCP_DPORT, TCP_SPORT,
+        UDP_CSUM,
+    },
     maps::{CONNTRACK, PORTS},
-    parse::{Flow, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 /// Offset of the L4 checksum and the flags its updates need.
 #[inline(always)]
 fn l4_csum(flow: &Flow) -> (usize, u64) {
     match flow.key.proto {
-        PROTO_TCP => (flow.l4 + 16, 0),
-        PROTO_UDP => (flow.l4 + 6, u64::from(BPF_F_MARK_MANGLED_0)),
-        _ => (flow.l4 + 2, 0),
+        PROTO_TCP => (flow.l4 + TCP_CSUM, 0),
+        PROTO_UDP => (flow.l4 + UDP_CSUM, u64::from(BPF_F_MARK_MANGLED_0)),
+        _ => (flow.l4 + ICMP_CSUM, 0),
     }
 }
 
@@ -88,15 +92,15 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, to: &CtEntry) -> Result<(), DropRea
     }
     if k.proto == PROTO_ICMP {
         if to.sport != k.sport {
-            set_port(ctx, flow, flow.l4 + 4, k.sport, to.sport)?;
+            set_port(ctx, flow, flow.l4 + ICMP_ID, k.sport, to.sport)?;
         }
         return Ok(());
     }
     if to.sport != k.sport {
-        set_port(ctx, flow, flow.l4, k.sport, to.sport)?;
+        set_port(ctx, flow, flow.l4 + TCP_SPORT, k.sport, to.sport)?;
     }
     if to.dport != k.dport {
-        set_port(ctx, flow, flow.l4 + 2, k.dport, to.dport)?;
+        set_port(ctx, flow, flow.l4 + TCP_DPORT, k.dport, to.dport)?;
     }
     Ok(())
 }

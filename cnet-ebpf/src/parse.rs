@@ -6,13 +6,15 @@ use cnet_common::{
     maps::{CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
 };
 
-use crate::verdict::count;
+use network_types::ip::Ipv4Hdr;
 
-pub const ETH_HLEN: usize = 14;
-pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
-pub const IP_SRC_OFF: usize = ETH_HLEN + 12;
-pub const IP_DST_OFF: usize = ETH_HLEN + 16;
-const ETH_P_IP: u16 = 0x0800;
+use crate::{
+    hdr::{
+        ETH_HLEN, ETH_P_IP, ETH_PROTO, ICMP_HLEN, ICMP_ID, IP_MF, IP_OFFSET, IPV4_MIN_LEN,
+        TCP_DPORT, TCP_FLAGS, TCP_HLEN, TCP_SPORT, UDP_HLEN,
+    },
+    verdict::count,
+};
 
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACH: u8 = 3;
@@ -39,39 +41,39 @@ impl Ipv4View {
     /// `Ok(None)` for frames that are not IPv4 (ARP, IPv6, ...): those pass untouched.
     #[inline(always)]
     pub fn parse(ctx: &TcContext) -> Result<Option<Self>, DropReason> {
-        let Ok(proto) = ctx.load::<u16>(12) else {
+        let Ok(proto) = ctx.load::<u16>(ETH_PROTO) else {
             return Ok(None);
         };
         if u16::from_be(proto) != ETH_P_IP {
             return Ok(None);
         }
-        let vihl: u8 = ctx.load(ETH_HLEN).map_err(|_| DropReason::MalformedIp)?;
-        let hlen = usize::from(vihl & 0x0f) * 4;
-        if vihl >> 4 != 4 || hlen < 20 || ETH_HLEN + hlen > ctx.len() as usize {
+        let hdr: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(|_| DropReason::MalformedIp)?;
+        Self::from_hdr(&hdr, ctx.len() as usize).map(Some)
+    }
+
+    /// The one IPv4 header check, shared by TC (header copied out of the skb)
+    /// and XDP (header read in place): version 4, a header length of at
+    /// least 20 bytes that fits in the frame's `frame_len` bytes.
+    #[inline(always)]
+    pub fn from_hdr(hdr: &Ipv4Hdr, frame_len: usize) -> Result<Self, DropReason> {
+        let hlen = usize::from(hdr.ihl());
+        if hdr.version() != 4 || hlen < IPV4_MIN_LEN || ETH_HLEN + hlen > frame_len {
             return Err(DropReason::MalformedIp);
         }
-        if hlen > 20 {
+        if hlen > IPV4_MIN_LEN {
             count(Counter::IpOptions as u32);
         }
-        let frag: u16 = ctx
-            .load(ETH_HLEN + 6)
-            .map_err(|_| DropReason::MalformedIp)?;
-        Ok(Some(Self {
-            saddr: ctx.load(IP_SRC_OFF).map_err(|_| DropReason::MalformedIp)?,
-            daddr: ctx.load(IP_DST_OFF).map_err(|_| DropReason::MalformedIp)?,
-            proto: ctx
-                .load(ETH_HLEN + 9)
-                .map_err(|_| DropReason::MalformedIp)?,
+        let frags = u16::from_be_bytes(hdr.frags);
+        Ok(Self {
+            saddr: u32::from_ne_bytes(hdr.src_addr),
+            daddr: u32::from_ne_bytes(hdr.dst_addr),
+            proto: hdr.proto,
             hlen,
-            later_fragment: u16::from_be(frag) & 0x1fff != 0,
-            more_fragments: u16::from_be(frag) & 0x2000 != 0,
-            id: ctx
-                .load(ETH_HLEN + 4)
-                .map_err(|_| DropReason::MalformedIp)?,
-            ttl: ctx
-                .load(ETH_HLEN + 8)
-                .map_err(|_| DropReason::MalformedIp)?,
-        }))
+            later_fragment: frags & IP_OFFSET != 0,
+            more_fragments: frags & IP_MF != 0,
+            id: u16::from_ne_bytes(hdr.id),
+            ttl: hdr.ttl,
+        })
     }
 }
 
@@ -104,22 +106,29 @@ impl Flow {
         let l4 = ETH_HLEN + ip.hlen;
         let (sport, dport, tcp_flags, icmp_type) = match ip.proto {
             PROTO_TCP => {
-                if l4 + 20 > ctx.len() as usize {
+                if l4 + TCP_HLEN > ctx.len() as usize {
                     return Err(DropReason::MalformedL4);
                 }
-                let ports: [u16; 2] = ctx.load(l4).map_err(|_| DropReason::MalformedL4)?;
-                let flags: u8 = ctx.load(l4 + 13).map_err(|_| DropReason::MalformedL4)?;
+                // Both ports in one load: the destination follows the source.
+                const _: () = assert!(TCP_DPORT == TCP_SPORT + 2);
+                let ports: [u16; 2] = ctx
+                    .load(l4 + TCP_SPORT)
+                    .map_err(|_| DropReason::MalformedL4)?;
+                let flags: u8 = ctx
+                    .load(l4 + TCP_FLAGS)
+                    .map_err(|_| DropReason::MalformedL4)?;
                 (ports[0], ports[1], flags, 0)
             }
             PROTO_UDP => {
-                if l4 + 8 > ctx.len() as usize {
+                if l4 + UDP_HLEN > ctx.len() as usize {
                     return Err(DropReason::MalformedL4);
                 }
+                // Source and destination port lead the UDP header as they do TCP's.
                 let ports: [u16; 2] = ctx.load(l4).map_err(|_| DropReason::MalformedL4)?;
                 (ports[0], ports[1], 0, 0)
             }
             PROTO_ICMP => {
-                if l4 + 8 > ctx.len() as usize {
+                if l4 + ICMP_HLEN > ctx.len() as usize {
                     return Err(DropReason::MalformedL4);
                 }
                 let ty: u8 = ctx.load(l4).map_err(|_| DropReason::MalformedL4)?;
@@ -130,7 +139,9 @@ impl Flow {
                 {
                     return Ok(None);
                 }
-                let id: u16 = ctx.load(l4 + 4).map_err(|_| DropReason::MalformedL4)?;
+                let id: u16 = ctx
+                    .load(l4 + ICMP_ID)
+                    .map_err(|_| DropReason::MalformedL4)?;
                 (id, id, 0, ty)
             }
             _ => return Ok(None),

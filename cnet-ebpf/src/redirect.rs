@@ -13,8 +13,9 @@ use aya_ebpf::{
 use cnet_common::DropReason;
 
 use crate::{
+    hdr::{ETH_DST, ETH_SRC, IP_CSUM_OFF, IP_TTL_OFF},
     maps::{ENDPOINTS, UPLINKS, config},
-    parse::{ETH_HLEN, Flow, IP_CSUM_OFF},
+    parse::Flow,
     verdict::Action,
 };
 
@@ -27,7 +28,7 @@ const AF_INET: u8 = 2;
 #[inline(always)]
 fn forward_ttl(ctx: &TcContext) -> Result<bool, DropReason> {
     let word: u16 = ctx
-        .load(ETH_HLEN + 8)
+        .load(IP_TTL_OFF)
         .map_err(|_| DropReason::RewriteFailed)?;
     let [ttl, proto] = word.to_ne_bytes();
     if ttl <= 1 {
@@ -36,7 +37,7 @@ fn forward_ttl(ctx: &TcContext) -> Result<bool, DropReason> {
     let new = u16::from_ne_bytes([ttl - 1, proto]);
     ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(word), u64::from(new), 2)
         .map_err(|_| DropReason::RewriteFailed)?;
-    ctx.store(ETH_HLEN + 8, &(ttl - 1), 0)
+    ctx.store(IP_TTL_OFF, &(ttl - 1), 0)
         .map_err(|_| DropReason::RewriteFailed)?;
     Ok(true)
 }
@@ -53,9 +54,9 @@ pub fn deliver(ctx: &TcContext, daddr: u32, out_ifindex: u32) -> Result<Action, 
     // SAFETY: value copied out immediately.
     if let Some(ep) = unsafe { ENDPOINTS.get(daddr) }.copied() {
         let mac = config().bridge_mac;
-        ctx.store(0, &ep.mac, 0)
+        ctx.store(ETH_DST, &ep.mac, 0)
             .map_err(|_| DropReason::RewriteFailed)?;
-        ctx.store(6, &mac, 0)
+        ctx.store(ETH_SRC, &mac, 0)
             .map_err(|_| DropReason::RewriteFailed)?;
         // SAFETY: plain helper call.
         let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) };

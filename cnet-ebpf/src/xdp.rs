@@ -7,9 +7,13 @@ use cnet_common::{
     maps::{PROTO_TCP, PROTO_UDP},
 };
 
-use crate::policy;
+use network_types::ip::Ipv4Hdr;
 
-const ETH_HLEN: usize = 14;
+use crate::{
+    hdr::{ETH_HLEN, ETH_P_IP, ETH_PROTO, TCP_DPORT},
+    parse::Ipv4View,
+    policy,
+};
 
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
@@ -23,43 +27,31 @@ fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
 /// `Ok(())` lets the packet pass (to TC, which translates it).
 #[inline(always)]
 pub fn try_uplink_xdp(ctx: &XdpContext) -> Result<(), DropReason> {
-    let Some(proto) = ptr_at::<u16>(ctx, 12) else {
+    let Some(proto) = ptr_at::<u16>(ctx, ETH_PROTO) else {
         return Ok(());
     };
     // SAFETY: bounds checked by ptr_at.
-    if u16::from_be(unsafe { *proto }) != 0x0800 {
+    if u16::from_be(unsafe { *proto }) != ETH_P_IP {
         return Ok(());
     }
-    let Some(vihl) = ptr_at::<u8>(ctx, ETH_HLEN) else {
+    let Some(hdr) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
         return Err(DropReason::MalformedIp);
     };
     // SAFETY: bounds checked by ptr_at.
-    let vihl = unsafe { *vihl };
-    let hlen = usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || hlen < 20 {
-        return Err(DropReason::MalformedIp);
-    }
-    let Some(hdr) = ptr_at::<[u32; 5]>(ctx, ETH_HLEN) else {
-        return Err(DropReason::MalformedIp);
-    };
-    // SAFETY: bounds checked by ptr_at.
-    let hdr = unsafe { *hdr };
-    let (saddr, daddr) = (hdr[3], hdr[4]);
-    let b = hdr[2].to_ne_bytes();
-    let l4proto = b[1];
-    let frag = u16::from_be_bytes([hdr[1].to_ne_bytes()[2], hdr[1].to_ne_bytes()[3]]) & 0x1fff;
+    let ip = Ipv4View::from_hdr(unsafe { &*hdr }, ctx.data_end() - ctx.data())?;
     let mut dport = 0u16;
-    if (l4proto == PROTO_TCP || l4proto == PROTO_UDP) && frag == 0 {
-        let Some(ports) = ptr_at::<[u16; 2]>(ctx, ETH_HLEN + hlen) else {
+    if (ip.proto == PROTO_TCP || ip.proto == PROTO_UDP) && !ip.later_fragment {
+        // The destination port is at the same offset in TCP and UDP.
+        const _: () = assert!(TCP_DPORT == 2);
+        let Some(port) = ptr_at::<u16>(ctx, ETH_HLEN + ip.hlen + TCP_DPORT) else {
             return Err(DropReason::MalformedL4);
         };
         // SAFETY: bounds checked by ptr_at.
-        let ports = unsafe { *ports };
-        dport = ports[1];
+        dport = unsafe { *port };
     }
     // Drops here, before an skb exists; everything else is matched (and
     // counted) again by the uplink's TC program.
-    policy::filters_delivered(saddr, daddr, l4proto, dport, false).map(|_| ())
+    policy::filters_delivered(ip.saddr, ip.daddr, ip.proto, dport, false).map(|_| ())
 }
 
 #[inline(always)]
