@@ -223,12 +223,14 @@ abi! {
         _pad: [u8; 2],
         /// Bridge gateway address (the source of self-hairpin traffic).
         gateway: u32,
-        /// Bit 0: masquerade enabled.
+        /// Bit 0: masquerade enabled. Bit 1: datapath debug logs on.
         flags: u32,
     }
 }
 
 pub const CONFIG_MASQUERADE: u32 = 1;
+/// Datapath debug logs (aya-log) are written: `cnet up --debug`.
+pub const CONFIG_DEBUG: u32 = 2;
 
 abi! {
     /// A flow as seen in one direction. For ICMP echo both ports hold the identifier.

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod dlog;
 mod frag;
 mod guard;
 mod hdr;
@@ -47,13 +48,13 @@ pub fn cnet_uplink_ingress(ctx: TcContext) -> i32 {
 /// way out with ICMP "fragmentation needed" (see `mtu`).
 #[classifier]
 pub fn cnet_frag_needed(ctx: TcContext) -> i32 {
-    verdict::tc(mtu::answer(&ctx))
+    verdict::tc(&ctx, mtu::answer(&ctx))
 }
 
 /// XDP on an uplink: filter rules, before an skb exists.
 #[xdp]
 pub fn cnet_uplink_xdp(ctx: XdpContext) -> u32 {
-    xdp::verdict(xdp::try_uplink_xdp(&ctx))
+    xdp::verdict(&ctx, xdp::try_uplink_xdp(&ctx))
 }
 
 /// TC ingress on a container's host-side veth: everything a container sends.
@@ -155,6 +156,9 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     nat::create_pair(&flow, &fwd, CT_REV_DNAT, ifindex(ctx), false, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_DNAT);
+    if dlog::on() {
+        dlog::flow(ctx, CT_DNAT, k, &fwd);
+    }
     frag::remember(&ip, fwd.saddr, fwd.daddr, 0);
     deliver(ctx, fwd.daddr, 0)
 }
@@ -223,6 +227,9 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         nat::create_pair(&flow, &fwd, CT_REV_DNAT, 0, false, ctx.len())?;
         nat::rewrite(ctx, &flow, &fwd)?;
         count_kind(CT_DNAT);
+        if dlog::on() {
+            dlog::flow(ctx, CT_DNAT, k, &fwd);
+        }
         frag::remember(&ip, fwd.saddr, fwd.daddr, 0);
         return deliver(ctx, fwd.daddr, 0);
     }
@@ -237,6 +244,9 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let fwd = nat::masquerade(ctx, &flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_SNAT);
+    if dlog::on() {
+        dlog::flow(ctx, CT_SNAT, k, &fwd);
+    }
     frag::remember(&ip, fwd.saddr, fwd.daddr, egress);
     deliver(ctx, fwd.daddr, egress)
 }

@@ -77,9 +77,9 @@ pub fn verdict(ctx: &TcContext, r: Result<Action, DropReason>) -> i32 {
     if let Err(DropReason::AnswerFragNeeded) = r {
         // SAFETY: a tail call with our own context; on success it does not return.
         unsafe { JUMPS.tail_call(ctx, JUMP_FRAG_NEEDED) };
-        return crate::verdict::tc(Err(DropReason::TooBig));
+        return crate::verdict::tc(ctx, Err(DropReason::TooBig));
     }
-    crate::verdict::tc(r)
+    crate::verdict::tc(ctx, r)
 }
 
 /// The answer program: turns the packet into ICMP "fragmentation needed"

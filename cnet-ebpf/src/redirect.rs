@@ -71,7 +71,7 @@ pub fn deliver(ctx: &TcContext, daddr: u32, out_ifindex: u32) -> Result<Action, 
 }
 
 /// The uplink the host would route `flow` out of, with its masquerade address.
-#[inline(always)]
+#[inline(never)]
 pub fn uplink_for(ctx: &TcContext, flow: &Flow, ifindex: u32) -> Option<(u32, u32)> {
     // SAFETY: an all-zero bpf_fib_lookup is a valid input.
     let mut p: bpf_fib_lookup = unsafe { mem::zeroed() };

@@ -1,5 +1,8 @@
 //! The one place where typed outcomes become TC/XDP codes.
-use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
 use cnet_common::{Counter, DropReason};
 
 use crate::maps::STATS;
@@ -39,11 +42,14 @@ pub fn count_kind(kind: u8) {
 }
 
 #[inline(always)]
-pub fn tc(result: Result<Action, DropReason>) -> i32 {
+pub fn tc(ctx: &TcContext, result: Result<Action, DropReason>) -> i32 {
     match result {
         Ok(Action(code)) => code,
         Err(reason) => {
             count(reason as u32);
+            if crate::dlog::on() {
+                crate::dlog::drop(ctx, reason as u32);
+            }
             TC_ACT_SHOT
         }
     }

@@ -55,11 +55,14 @@ pub fn try_uplink_xdp(ctx: &XdpContext) -> Result<(), DropReason> {
 }
 
 #[inline(always)]
-pub fn verdict(r: Result<(), DropReason>) -> u32 {
+pub fn verdict(ctx: &XdpContext, r: Result<(), DropReason>) -> u32 {
     match r {
         Ok(()) => xdp_action::XDP_PASS,
         Err(reason) => {
             crate::verdict::count(reason as u32);
+            if crate::dlog::on() {
+                crate::dlog::drop_xdp(ctx, reason as u32);
+            }
             xdp_action::XDP_DROP
         }
     }

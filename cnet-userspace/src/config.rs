@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub icc: Option<bool>,
     pub ip_forward: Option<bool>,
     pub ip_masq: Option<bool>,
+    /// Datapath debug logs (`cnet logs --datapath`).
+    pub debug: Option<bool>,
     pub default_address_pools: Option<Vec<Pool>>,
     /// Accepted for compatibility: cnet never needs the userland proxy.
     pub userland_proxy: Option<bool>,
@@ -98,6 +100,7 @@ pub fn parse(text: &str) -> Result<DaemonConfig> {
             "icc" => c.icc = Some(bool_of(key, v)?),
             "ip-forward" => c.ip_forward = Some(bool_of(key, v)?),
             "ip-masq" => c.ip_masq = Some(bool_of(key, v)?),
+            "debug" => c.debug = Some(bool_of(key, v)?),
             "userland-proxy" => c.userland_proxy = Some(bool_of(key, v)?),
             "default-address-pools" => {
                 let list = v.as_array().with_context(|| {

@@ -132,6 +132,17 @@ struct SpecRequest {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
+struct UpRequest {
+    bip: Option<String>,
+    uplinks: Vec<String>,
+    cgroup: Option<PathBuf>,
+    ip_masq: Option<bool>,
+    icc: Option<bool>,
+    debug: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
 struct NetworkRequest {
     name: String,
     driver: Option<String>,
@@ -418,6 +429,39 @@ async fn stats(State(p): S) -> Reply {
     Ok(reply(StatusCode::OK, v))
 }
 
+/// `cnet up` on the running instance (options as its flags; daemon.json is
+/// read when the instance first came up): icc, masquerade, uplinks and the
+/// datapath debug logs change live.
+async fn up(State(p): S, b: Bytes) -> Reply {
+    let r: UpRequest = if b.is_empty() {
+        UpRequest::default()
+    } else {
+        body(&b)?
+    };
+    let bip = r
+        .bip
+        .map(|b| {
+            b.parse::<crate::ipam::Cidr>().map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("field \"bip\": invalid value {b:?}: {e:#}"),
+                )
+            })
+        })
+        .transpose()?;
+    let o = crate::up::UpOptions {
+        bip,
+        uplinks: r.uplinks,
+        cgroup: r.cgroup,
+        ip_masq: r.ip_masq,
+        icc: r.icc,
+        debug: r.debug,
+        config: Default::default(),
+    };
+    blocking(&p, move |p| crate::up::up(p, &o)).await?;
+    Ok(reply(StatusCode::OK, json!({"Up": true})))
+}
+
 async fn down(State(p): S) -> Reply {
     blocking(&p, crate::up::down).await?;
     Ok(reply(StatusCode::OK, json!({"Down": true})))
@@ -463,6 +507,7 @@ fn router(paths: Arc<Paths>) -> Router {
         .route("/filters", get(list_filters).post(add_filter))
         .route("/filters/{id}", delete(remove_filter))
         .route("/stats", get(stats))
+        .route("/up", post(up))
         .route("/down", post(down))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

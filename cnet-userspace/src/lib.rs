@@ -7,6 +7,7 @@ pub mod conntrack;
 pub mod container;
 pub mod crash;
 pub mod daemon;
+pub mod dlog;
 pub mod ebpf;
 pub mod error;
 pub mod filter;

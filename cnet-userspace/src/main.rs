@@ -57,6 +57,10 @@ enum Cmd {
         /// Inter-container communication on the default network (changes apply live).
         #[arg(long, action = clap::ArgAction::Set)]
         icc: Option<bool>,
+        /// Datapath debug logs, read with `cnet logs --datapath` (`--debug=false`
+        /// switches them off; changes apply live).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+        debug: Option<bool>,
     },
     /// Remove everything this instance created.
     Down,
@@ -185,7 +189,11 @@ enum Cmd {
         /// Only the last N lines ("all" for every line).
         #[arg(short = 'n', long)]
         tail: Option<String>,
-        name: String,
+        /// The datapath's debug log (`cnet up --debug`) instead of a container's output.
+        #[arg(long, conflicts_with = "tail")]
+        datapath: bool,
+        #[arg(required_unless_present = "datapath", conflicts_with = "datapath")]
+        name: Option<String>,
     },
     /// Show containers as JSON, in Docker's shape.
     Inspect {
@@ -476,6 +484,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             cgroup,
             ip_masq,
             icc,
+            debug,
         } => {
             up::up(
                 &paths,
@@ -485,6 +494,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     cgroup,
                     ip_masq,
                     icc,
+                    debug,
                     config: cnet::config::load(&config_path, cli.config.is_some())?,
                 },
             )?;
@@ -554,7 +564,16 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let sig = cnet::lifecycle::parse_signal(&signal)?;
             return Ok(each(&names, |n| cnet::lifecycle::kill(&paths, n, sig)));
         }
-        Cmd::Logs { follow, tail, name } => {
+        Cmd::Logs {
+            datapath: true,
+            follow,
+            ..
+        } => cnet::dlog::print(&paths, follow, &mut std::io::stdout().lock())?,
+        Cmd::Logs {
+            follow, tail, name, ..
+        } => {
+            // clap requires NAME without --datapath.
+            let name = name.unwrap_or_default();
             let tail = match tail.as_deref() {
                 None | Some("all") => None,
                 Some(t) => Some(

@@ -98,6 +98,9 @@ pub struct State {
     /// Inter-container communication on the default network (Docker's `--icc`).
     #[serde(default = "yes")]
     pub icc: bool,
+    /// Datapath debug logs on (`cnet up --debug`, daemon.json `debug`).
+    #[serde(default)]
+    pub debug: bool,
     pub containers: BTreeMap<String, Container>,
     /// Filter rules in evaluation order.
     #[serde(default)]

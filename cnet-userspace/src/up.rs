@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fs, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use cnet_common::{
     addr_key,
-    maps::{self, CONFIG_MASQUERADE, Config, MASQ_PORT_HI, MASQ_PORT_LO, Uplink},
+    maps::{self, CONFIG_DEBUG, CONFIG_MASQUERADE, Config, MASQ_PORT_HI, MASQ_PORT_LO, Uplink},
 };
 
 use crate::{
@@ -27,6 +27,8 @@ pub struct UpOptions {
     pub ip_masq: Option<bool>,
     /// Docker's `--icc`; `None` keeps the current setting (default on).
     pub icc: Option<bool>,
+    /// Datapath debug logs; `None` keeps the current setting (default off).
+    pub debug: Option<bool>,
     /// daemon.json; the options above override it.
     pub config: crate::config::DaemonConfig,
 }
@@ -107,6 +109,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                 }),
                 masquerade: true,
                 icc: true,
+                debug: false,
                 containers: BTreeMap::new(),
                 filters: Vec::new(),
                 next_filter_id: 1,
@@ -125,6 +128,9 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
     // and to new containers otherwise.
     if let Some(icc) = opts.icc.or(cfg.icc) {
         state.icc = icc;
+    }
+    if let Some(d) = opts.debug.or(cfg.debug) {
+        state.debug = d;
     }
     if let Some(m) = opts.ip_masq.or(cfg.ip_masq) {
         state.masquerade = m;
@@ -289,7 +295,7 @@ pub fn sync_host(paths: &Paths, state: &State) -> Result<()> {
                 CONFIG_MASQUERADE
             } else {
                 0
-            },
+            } | if state.debug { CONFIG_DEBUG } else { 0 },
             ..Config::default()
         },
     )?;

@@ -66,6 +66,7 @@ fn bad_daemon_json_is_a_clear_error_and_changes_nothing() {
         (r#"{"bipp": "10.0.0.1/24"}"#, "bipp"),
         (r#"{"mtu": 10}"#, "mtu"),
         (r#"{"icc": "no"}"#, "icc"),
+        (r#"{"debug": 1}"#, "debug"),
         (r#"{"dns": ["x"]}"#, "dns"),
         (
             r#"{"fixed-cidr": "10.9.0.0/25", "bip": "10.0.0.1/24"}"#,

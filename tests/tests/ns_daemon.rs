@@ -241,6 +241,35 @@ fn the_daemon_refuses_bad_requests_clearly_and_keeps_serving() {
     );
     let (s, _) = curl(&sock, "DELETE", "/networks/dup", None);
     assert_eq!(s, 200);
+    // `cnet up` through the daemon: live switches, and its fields typed too.
+    let (s, v) = curl(&sock, "POST", "/up", Some(r#"{"debug": true}"#));
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !inst
+            .ok(&["logs", "--datapath"])
+            .contains("debug logs are off"),
+        "POST /up switched the datapath logs on"
+    );
+    let (s, v) = curl(
+        &sock,
+        "POST",
+        "/up",
+        Some(r#"{"debug": false, "icc": "no"}"#),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("boolean"), "{v}");
+    let (s, v) = curl(&sock, "POST", "/up", Some(r#"{"bip": "10.1.2.3/99"}"#));
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("10.1.2.3/99"),
+        "{v}"
+    );
+    let (s, v) = curl(&sock, "POST", "/up", Some(r#"{"debug": false}"#));
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        inst.ok(&["logs", "--datapath"])
+            .contains("debug logs are off")
+    );
     let (s, v) = curl(&sock, "PUT", "/networks", None);
     assert_eq!(s, 405, "{v}");
 

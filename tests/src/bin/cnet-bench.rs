@@ -104,6 +104,7 @@ struct ControlOp {
 
 /// Where the client measures from: a namespace (and a shell prefix run
 /// before iperf3, for cgroup moves), and the address of the server.
+#[derive(Clone)]
 struct Target<'a> {
     name: &'a str,
     ns: String,
@@ -564,7 +565,21 @@ fn cnet_paths(
     };
     let mut out = vec![measure(&t, s)?];
 
+    // The same path with the datapath's debug logs on (switched live): what
+    // `cnet up --debug` costs; the row above is the cost when off.
     let cg = inst.cgroup.clone();
+    let cgs = cg.to_string_lossy().into_owned();
+    inst.ok(&["up", "--uplink", "up0", "--cgroup", &cgs, "--debug"]);
+    let logged = measure(
+        &Target {
+            name: "cnet (eBPF), datapath debug logs on",
+            ..t.clone()
+        },
+        s,
+    );
+    inst.ok(&["up", "--uplink", "up0", "--cgroup", &cgs, "--debug=false"]);
+    out.push(logged?);
+
     let host = inst.topo.host.name.clone();
     let pre = format!("echo $$ > {}/cgroup.procs; ", cg.display());
     let local = Target {
@@ -731,6 +746,14 @@ fn table(r: &Report) -> String {
             "\nRatios: cnet/routed TCP {:.2}, RR {:.2}, CRR {:.2}; cnet/iptables TCP {:.2}, RR {:.2}, CRR {:.2}, UDP {:.2}\n",
             c.tcp1_gbps / rt.tcp1_gbps, c.rr.tps / rt.rr.tps, c.crr_per_s / rt.crr_per_s,
             c.tcp1_gbps / ipt.tcp1_gbps, c.rr.tps / ipt.rr.tps, c.crr_per_s / ipt.crr_per_s, c.udp_kpps / ipt.udp_kpps
+        ));
+    }
+    if let (Some(off), Some(on)) = (get("cnet (eBPF)"), get("cnet (eBPF), datapath debug")) {
+        s.push_str(&format!(
+            "Datapath debug logs on/off: TCP {:.2}, RR {:.2}, CRR {:.2} (off is the cnet row: one bit test per new flow or drop)\n",
+            on.tcp1_gbps / off.tcp1_gbps,
+            on.rr.tps / off.rr.tps,
+            on.crr_per_s / off.crr_per_s
         ));
     }
     if let (Some(l), Some(p)) = (get("host-local cnet"), get("host-local userland")) {
