@@ -179,17 +179,21 @@ pub fn plan_ports(state: &State, opts: &RunOptions) -> Result<(Vec<PortMapping>,
             }
         }
     }
-    let mut used: std::collections::HashMap<(u16, Proto), Vec<Option<Ipv4Addr>>> =
-        std::collections::HashMap::new();
-    for m in state.containers.values().flat_map(|c| c.ports.iter()) {
-        used.entry((m.host_port, m.proto))
-            .or_default()
-            .push(m.host_ip);
+    // Host ports in use, one pass over every mapping (linear at 100,000
+    // ports): bit 0 on every address, bit 1 on some address (those few are
+    // then compared one by one).
+    let slot = |port: u16, proto: Proto| usize::from(port) * 2 + usize::from(proto == Proto::Udp);
+    let mut used = vec![0u8; 65536 * 2];
+    let all = || state.containers.values().flat_map(|c| c.ports.iter());
+    for m in all() {
+        used[slot(m.host_port, m.proto)] |= if m.host_ip.is_none() { 1 } else { 2 };
     }
     let mut free = |ip: Option<Ipv4Addr>, port: u16, proto: Proto| -> Result<bool> {
-        let clash = used
-            .get(&(port, proto))
-            .is_some_and(|ips| ips.iter().any(|m| m.is_none() || ip.is_none() || *m == ip));
+        let clash = match used[slot(port, proto)] {
+            0 => false,
+            u if u & 1 != 0 || ip.is_none() => true,
+            _ => all().any(|m| m.host_port == port && m.proto == proto && m.host_ip == ip),
+        };
         Ok(!clash && host_port_free(ip, port, proto)?)
     };
     let mappings = portspec::resolve(&specs, dynamic_range(), &mut free)?;

@@ -21,6 +21,7 @@ pub mod network;
 pub mod portspec;
 pub mod show;
 pub mod state;
+pub mod store;
 pub mod template;
 pub mod undo;
 pub mod up;
@@ -262,10 +263,10 @@ pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::P
     let (_lock, mut st) = open(paths)?;
     let resolved = st.resolve(name)?;
     let name = resolved.as_str();
-    let c = st
+    let ip = st
         .containers
         .get(name)
-        .cloned()
+        .map(|c| c.ip)
         .with_context(|| format!("no such container: {name}"))?;
     let opts = container::RunOptions {
         publish: vec![spec.to_string()],
@@ -275,26 +276,31 @@ pub fn port_add(paths: &Paths, name: &str, spec: &str) -> Result<Vec<portspec::P
     // Journal first: a crash from here on is undone by the next command.
     st.pending.push(state::Pending::Ports {
         container: name.to_string(),
-        ip: c.ip,
+        ip,
         mappings: mappings.clone(),
     });
     state::save(paths, &st)?;
     crash::point("port-add:journaled");
     undo::transaction(|undo| {
         for m in &mappings {
-            container::publish(paths, m, c.ip)?;
-            let (p, m, ip) = (paths.clone(), m.clone(), c.ip);
+            container::publish(paths, m, ip)?;
+            let (p, m, ip) = (paths.clone(), m.clone(), ip);
             undo.push("unpublish", move || container::unpublish(&p, &m, ip));
         }
         crash::point("port-add:published");
         let entry = st.containers.get_mut(name).context("container vanished")?;
         entry.ports.extend(mappings.iter().cloned());
-        for e in exposed {
-            if !entry.exposed.contains(&e) {
-                entry.exposed.push(e);
+        if exposed.len() <= 16 {
+            for e in exposed {
+                if let Err(at) = entry.exposed.binary_search(&e) {
+                    entry.exposed.insert(at, e);
+                }
             }
+        } else {
+            entry.exposed.extend(exposed);
+            entry.exposed.sort();
+            entry.exposed.dedup();
         }
-        entry.exposed.sort();
         st.pending.clear();
         state::save(paths, &st)
     })

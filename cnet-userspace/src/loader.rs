@@ -151,8 +151,7 @@ pub fn attach_xdp(paths: &Paths, iface: &str, link: &str) -> Result<bool> {
         aya_obj::programs::XdpAttachType::Interface,
     )
     .with_context(|| format!("opening pinned program {UPLINK_XDP}"))?;
-    let id = p
-        .attach(iface, XdpMode::Default)
+    let id = busy_retry(|| p.attach(iface, XdpMode::Default))
         .with_context(|| format!("attaching XDP to {iface}"))?;
     let l = p
         .take_link(id)
@@ -163,6 +162,37 @@ pub fn attach_xdp(paths: &Paths, iface: &str, link: &str) -> Result<bool> {
     fd.pin(&pin)
         .with_context(|| format!("pinning link {}", pin.display()))?;
     Ok(true)
+}
+
+/// Retries an attach that found the hook taken (EBUSY/EEXIST) for up to a
+/// second: after the pins are wiped (bpffs unmounted by hand), the kernel
+/// releases the old links from a work queue, a moment later.
+fn busy_retry<T>(
+    mut f: impl FnMut() -> Result<T, aya::programs::ProgramError>,
+) -> Result<T, aya::programs::ProgramError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match f() {
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && [libc::EBUSY, libc::EEXIST].iter().any(|c| {
+                        let mut src: Option<&dyn std::error::Error> = Some(&e);
+                        while let Some(x) = src {
+                            if let Some(io) = x.downcast_ref::<std::io::Error>()
+                                && io.raw_os_error() == Some(*c)
+                            {
+                                return true;
+                            }
+                            src = x.source();
+                        }
+                        false
+                    }) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Attaches the host-local hooks to the cgroup v2 directory `cgroup`.
@@ -176,8 +206,7 @@ pub fn attach_cgroup(paths: &Paths, cgroup: &Path) -> Result<()> {
         }
         let mut p = CgroupSockAddr::from_pin(paths.prog_pin(name), *attach)
             .with_context(|| format!("opening pinned program {name}"))?;
-        let id = p
-            .attach(dir.as_fd(), CgroupAttachMode::Single)
+        let id = busy_retry(|| p.attach(dir.as_fd(), CgroupAttachMode::Single))
             .with_context(|| format!("attaching {name} to cgroup {}", cgroup.display()))?;
         let l = p
             .take_link(id)

@@ -160,7 +160,7 @@ pub fn parse_expose(spec: &str) -> Result<Vec<(u16, Proto)>> {
 }
 
 /// One published port, fully decided.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortMapping {
     /// `None`: every host address (Docker's 0.0.0.0).
     pub host_ip: Option<Ipv4Addr>,

@@ -132,6 +132,20 @@ pub struct State {
     /// finishes or undoes them (see `crate::open`).
     #[serde(default)]
     pub pending: Vec<Pending>,
+    /// What is on disk: the base [`save`] writes only the difference against.
+    #[serde(skip)]
+    pub persisted: std::cell::RefCell<Persisted>,
+}
+
+/// The instance's files as last read or written.
+#[derive(Clone, Debug, Default)]
+pub struct Persisted {
+    /// Ports per container key, as the ports log has them.
+    pub ports: std::collections::HashMap<u64, Vec<PortMapping>>,
+    /// Records in the ports log.
+    pub records: usize,
+    /// The text of state.json.
+    pub text: Option<String>,
 }
 
 /// A journaled change of the kernel side that is not part of a container's
@@ -182,7 +196,13 @@ pub struct Container {
     pub mac: String,
     /// Host-side veth.
     pub veth: String,
+    /// Kept in the ports log (`crate::store`), not in state.json; read from
+    /// state.json files written before the log existed.
+    #[serde(default, skip_serializing)]
     pub ports: Vec<PortMapping>,
+    /// Sorted; stored as ranges (`"1-60000/tcp"`), so 100,000 exposed ports
+    /// stay a line or two of state.json.
+    #[serde(with = "exposed_ranges")]
     pub exposed: Vec<(u16, Proto)>,
     pub cmd: Vec<String>,
     pub pid: Option<u32>,
@@ -549,9 +569,6 @@ pub fn load(paths: &Paths) -> Result<Option<State>> {
     };
     let mut s: State =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
-    for c in s.containers.values_mut() {
-        c.exit = read_exit(paths, &c.id);
-    }
     if s.version != STATE_VERSION {
         bail!(
             "{} has state version {}, this cnet reads version {STATE_VERSION}",
@@ -559,6 +576,28 @@ pub fn load(paths: &Paths) -> Result<Option<State>> {
             s.version
         );
     }
+    let mut log = crate::store::read(&paths.root)?;
+    let mut persisted = Persisted {
+        records: log.records,
+        text: Some(text),
+        ..Persisted::default()
+    };
+    for c in s.containers.values_mut() {
+        c.exit = read_exit(paths, &c.id);
+        let key = crate::store::key(&c.id);
+        // A state.json from before the ports log carries the ports itself:
+        // they stay, and the next save moves them into the log.
+        if let Some(ports) = log.by_container.remove(&key) {
+            c.ports = ports.clone();
+            persisted.ports.insert(key, ports);
+        }
+    }
+    // Records of containers state.json does not know (a creation that never
+    // committed) are left for compaction.
+    for (key, ports) in log.by_container {
+        persisted.ports.insert(key, ports);
+    }
+    s.persisted = std::cell::RefCell::new(persisted);
     Ok(Some(s))
 }
 
@@ -573,11 +612,55 @@ pub fn load_up(paths: &Paths) -> Result<State> {
     })
 }
 
+/// Writes what changed since the last load or save: port records appended
+/// to the ports log (the log rewritten when mostly dead), state.json
+/// rewritten atomically only when anything else changed. The log goes
+/// first: records of a container state.json does not list are ignored.
 pub fn save(paths: &Paths, state: &State) -> Result<()> {
-    write_atomic(
-        &paths.state(),
-        serde_json::to_string_pretty(state)?.as_bytes(),
-    )
+    let mut base = state.persisted.borrow_mut();
+    let mut recs = Vec::new();
+    let mut live_keys = std::collections::HashSet::new();
+    let mut live = 0;
+    for c in state.containers.values() {
+        let key = crate::store::key(&c.id);
+        live_keys.insert(key);
+        live += c.ports.len();
+        let old = base.ports.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        crate::store::diff(key, old, &c.ports, &mut recs);
+    }
+    let gone: Vec<u64> = base
+        .ports
+        .keys()
+        .filter(|k| !live_keys.contains(k))
+        .copied()
+        .collect();
+    recs.extend(gone.iter().map(|k| crate::store::dropped(*k)));
+    if !recs.is_empty() {
+        if crate::store::wants_compaction(base.records + recs.len(), live) {
+            base.records = crate::store::rewrite(
+                &paths.root,
+                state
+                    .containers
+                    .values()
+                    .map(|c| (crate::store::key(&c.id), c.ports.as_slice())),
+            )?;
+        } else {
+            crate::store::append(&paths.root, &recs)?;
+            base.records += recs.len();
+        }
+        base.ports = state
+            .containers
+            .values()
+            .filter(|c| !c.ports.is_empty())
+            .map(|c| (crate::store::key(&c.id), c.ports.clone()))
+            .collect();
+    }
+    let text = serde_json::to_string_pretty(state)?;
+    if base.text.as_deref() != Some(text.as_str()) {
+        write_atomic(&paths.state(), text.as_bytes())?;
+        base.text = Some(text);
+    }
+    Ok(())
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -594,4 +677,66 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// `exposed` as port ranges per protocol; the older list of `[port, "tcp"]`
+/// pairs is read too.
+mod exposed_ranges {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::portspec::Proto;
+
+    pub fn serialize<S: Serializer>(v: &[(u16, Proto)], s: S) -> Result<S::Ok, S::Error> {
+        // `v` is sorted by port: each protocol's ports come out in order.
+        let mut out: Vec<String> = Vec::new();
+        for (proto, name) in [(Proto::Tcp, "tcp"), (Proto::Udp, "udp")] {
+            let mut run: Option<(u16, u16)> = None;
+            let emit = |r: (u16, u16), out: &mut Vec<String>| {
+                out.push(if r.0 == r.1 {
+                    format!("{}/{name}", r.0)
+                } else {
+                    format!("{}-{}/{name}", r.0, r.1)
+                })
+            };
+            for &(p, _) in v.iter().filter(|(_, pr)| *pr == proto) {
+                run = match run {
+                    Some((lo, hi)) if p == hi => Some((lo, hi)),
+                    Some((lo, hi)) if Some(p) == hi.checked_add(1) => Some((lo, p)),
+                    Some(r) => {
+                        emit(r, &mut out);
+                        Some((p, p))
+                    }
+                    None => Some((p, p)),
+                };
+            }
+            if let Some(r) = run {
+                emit(r, &mut out);
+            }
+        }
+        s.collect_seq(out)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Range(String),
+        Pair(u16, Proto),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u16, Proto)>, D::Error> {
+        let mut out = Vec::new();
+        for item in Vec::<Item>::deserialize(d)? {
+            match item {
+                Item::Pair(p, proto) => out.push((p, proto)),
+                Item::Range(r) => out.extend(
+                    crate::portspec::parse_expose(&r)
+                        .map_err(|e| D::Error::custom(format!("exposed {r:?}: {e:#}")))?,
+                ),
+            }
+        }
+        // TCP ranges then UDP ranges, each ascending: nearly sorted already.
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
 }

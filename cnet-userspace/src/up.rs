@@ -121,6 +121,7 @@ pub fn up(paths: &Paths, opts: &UpOptions) -> Result<()> {
                 pools: Vec::new(),
                 networks: BTreeMap::new(),
                 pending: Vec::new(),
+                persisted: Default::default(),
             }
         }
     };
@@ -369,6 +370,14 @@ pub fn down(paths: &Paths) -> Result<()> {
     let _ = fs::remove_dir_all(paths.logs());
     if let Err(e) = reserve_masq_ports(false) {
         errors.push(format!("{e:#}"));
+    }
+    if let Err(e) = fs::remove_file(crate::store::path(&paths.root))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        errors.push(format!(
+            "removing {}: {e}",
+            crate::store::path(&paths.root).display()
+        ));
     }
     if let Err(e) = fs::remove_file(paths.state()) {
         errors.push(format!("removing {}: {e}", paths.state().display()));

@@ -7,9 +7,17 @@ use cnet_common::maps::{self, Endpoint, Filter, PortKey, PortValue};
 
 use crate::cnet::Instance;
 
-/// The instance's state file, as JSON.
+/// The instance's state as JSON: state.json with each container's ports
+/// from the ports log.
 pub fn state(inst: &Instance) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(inst.root.join("state.json")).unwrap()).unwrap()
+    let st = cnet::state::load(&cnet::state::Paths::new(&inst.root))
+        .unwrap()
+        .expect("the instance has a state");
+    let mut v = serde_json::to_value(&st).unwrap();
+    for (name, c) in &st.containers {
+        v["containers"][name]["ports"] = serde_json::to_value(&c.ports).unwrap();
+    }
+    v
 }
 
 pub fn hash_len<K: aya::Pod, V: aya::Pod>(inst: &Instance, name: &str) -> usize {

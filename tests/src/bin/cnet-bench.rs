@@ -972,10 +972,14 @@ fn control_plane(quick: bool) -> Result<Vec<ControlOp>> {
             "control plane: port add with {ports} published ports"
         ));
         while have < ports {
-            // Ranges of up to 1,000 ports, 20000-... then 40000-...
+            // Ranges of up to 1,000 ports: TCP 1-60000, then UDP 1-...
             let chunk = (ports - have).min(1000);
-            let lo = 1 + have;
-            let spec = format!("{lo}-{}:{lo}-{}", lo + chunk - 1, lo + chunk - 1);
+            let (lo, proto) = if have < 60_000 {
+                (1 + have, "tcp")
+            } else {
+                (1 + have - 60_000, "udp")
+            };
+            let spec = format!("{lo}-{}:{lo}-{}/{proto}", lo + chunk - 1, lo + chunk - 1);
             inst.ok(&["port", "add", &bulk, &spec]);
             have += chunk;
         }
