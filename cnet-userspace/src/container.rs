@@ -56,6 +56,8 @@ pub struct RunOptions {
     /// `--label KEY=VALUE`.
     pub labels: Vec<String>,
     pub cmd: Vec<String>,
+    /// Set by the CNI plugin: the runtime's namespace, no command of cnet's.
+    pub cni: Option<crate::state::CniAttachment>,
 }
 
 /// A name that goes into a hosts file (`--network-alias`, `--alias`, the name
@@ -236,7 +238,7 @@ pub fn unpublish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
 /// id, network, address, ports, links) without touching the system.
 pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
     ensure!(
-        !opts.cmd.is_empty(),
+        !opts.cmd.is_empty() || opts.cni.is_some(),
         "no command given: cnet run [OPTIONS] -- CMD [ARGS]"
     );
     let id = random_id()?;
@@ -370,6 +372,7 @@ pub fn plan(state: &State, opts: &RunOptions) -> Result<Container> {
         detached: false,
         add_hosts,
         exit: None,
+        cni: opts.cni.clone(),
     };
     let no_ports = opts.publish.is_empty() && !opts.publish_all;
     match network.as_str() {
@@ -538,7 +541,7 @@ pub fn build(paths: &Paths, state: &State, c: &Container) -> Result<()> {
             plumb(paths, &view, c, undo)?;
             allow_links(paths, state, c, undo)?;
         } else {
-            make_netns(&c.name, undo)?;
+            make_netns(&c.name, c.cni.as_ref(), undo)?;
         }
         write_hosts(state, c, undo)
     })
@@ -807,8 +810,16 @@ pub fn sync_hosts(state: &State) {
 
 /// The container's own network namespace, named after it: IPv6 off (cnet's
 /// networks are IPv4), `lo` up. Deleted again on rollback.
-fn make_netns(name: &str, undo: &mut Undo) -> Result<()> {
-    netns::add(name)?;
+fn make_netns(
+    name: &str,
+    cni: Option<&crate::state::CniAttachment>,
+    undo: &mut Undo,
+) -> Result<()> {
+    match cni {
+        // The runtime's namespace, bound under the container's name.
+        Some(a) => netns::adopt(name, std::path::Path::new(&a.netns))?,
+        None => netns::add(name)?,
+    }
     let n = name.to_string();
     undo.push("delete netns", move || netns::del(&n).map_err(Into::into));
     crate::crash::point("run:netns");
@@ -823,7 +834,7 @@ fn plumb(
     c: &Container,
     undo: &mut Undo,
 ) -> Result<()> {
-    make_netns(&c.name, undo)?;
+    make_netns(&c.name, c.cni.as_ref(), undo)?;
     let a = c
         .interfaces()
         .into_iter()
@@ -1354,6 +1365,10 @@ fn session_of(pid: u32) -> Option<u32> {
 /// containers that joined it, which keep running without a network), or the
 /// session of its command in host and `container:` modes.
 pub fn kill_processes(state: &State, c: &Container) -> Result<()> {
+    if c.cni.is_some() {
+        // The runtime's processes: the runtime stops them, never cnet.
+        return Ok(());
+    }
     if c.owns_netns() {
         let joined: Vec<u32> = state
             .containers

@@ -235,6 +235,7 @@ async fn run_container(State(p): S, b: Bytes) -> Reply {
         env: r.env,
         labels: r.labels,
         cmd: r.cmd,
+        cni: None,
     };
     if opts.cmd.is_empty() {
         return Err(ApiError(

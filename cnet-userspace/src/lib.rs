@@ -2,6 +2,7 @@
 //! call these functions. Every command is a short transaction under the
 //! instance's lock: validate, apply, roll back on failure.
 
+pub mod cni;
 pub mod config;
 pub mod conntrack;
 pub mod container;

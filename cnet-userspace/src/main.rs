@@ -541,6 +541,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 env,
                 labels,
                 cmd,
+                cni: None,
             };
             return cnet::run(&paths, &opts, detach);
         }

@@ -137,6 +137,19 @@ pub struct State {
     pub persisted: std::cell::RefCell<Persisted>,
 }
 
+/// What a CNI runtime handed over for one container interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_NETNS`.
+    pub netns: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// The conflist's network name.
+    pub network: String,
+}
+
 /// The instance's files as last read or written.
 #[derive(Clone, Debug, Default)]
 pub struct Persisted {
@@ -258,6 +271,10 @@ pub struct Container {
     /// `--add-host NAME:IP`.
     #[serde(default)]
     pub add_hosts: Vec<(String, Ipv4Addr)>,
+    /// A container a CNI runtime created (`cnet-cni`): its namespace and
+    /// processes are the runtime's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniAttachment>,
     /// How the command ended, if it did (read from `<root>/exit` on load).
     #[serde(skip)]
     pub exit: Option<Exit>,
@@ -432,7 +449,10 @@ impl Container {
             ip: self.ip,
             mac: self.mac.clone(),
             veth: self.veth.clone(),
-            ifname: "eth0".into(),
+            ifname: self
+                .cni
+                .as_ref()
+                .map_or_else(|| "eth0".to_string(), |a| a.ifname.clone()),
             aliases: self.aliases.clone(),
             endpoint_id: self.id.clone(),
             phase: Phase::Ready,
@@ -454,6 +474,9 @@ impl Container {
     }
 
     pub fn running(&self) -> bool {
+        if let Some(a) = &self.cni {
+            return Path::new(&a.netns).exists();
+        }
         if self.exit.is_some() {
             return false;
         }

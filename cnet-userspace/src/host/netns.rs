@@ -34,14 +34,13 @@ fn prepare_dir() -> Result<(), HostError> {
     mount::mount("none", dir, None, shared)
 }
 
-/// `ip netns add NAME`.
-pub fn add(name: &str) -> Result<(), HostError> {
-    prepare_dir()?;
-    let p = path(name);
+/// The empty file a namespace is bind-mounted on; an existing one is a
+/// name already taken.
+fn mount_point(name: &str, p: &std::path::Path) -> Result<(), HostError> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&p)
+        .open(p)
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => HostError::Exists {
                 what: "network namespace",
@@ -49,6 +48,14 @@ pub fn add(name: &str) -> Result<(), HostError> {
             },
             _ => HostError::io(format!("creating {}", p.display()), e),
         })?;
+    Ok(())
+}
+
+/// `ip netns add NAME`.
+pub fn add(name: &str) -> Result<(), HostError> {
+    prepare_dir()?;
+    let p = path(name);
+    mount_point(name, &p)?;
     let target = p.clone();
     let made = std::thread::spawn(move || -> Result<(), HostError> {
         // SAFETY: unshare affects only this thread's network namespace.
@@ -63,6 +70,19 @@ pub fn add(name: &str) -> Result<(), HostError> {
     .join()
     .map_err(|_| HostError::io("netns thread", std::io::Error::other("panicked")))?;
     if let Err(e) = made {
+        let _ = std::fs::remove_file(&p);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Names an existing namespace (a runtime's `CNI_NETNS`): bind-mounts it
+/// at `/run/netns/NAME`, as `ip netns attach` does.
+pub fn adopt(name: &str, source: &std::path::Path) -> Result<(), HostError> {
+    prepare_dir()?;
+    let p = path(name);
+    mount_point(name, &p)?;
+    if let Err(e) = mount::mount(&source.to_string_lossy(), &p, None, libc::MS_BIND) {
         let _ = std::fs::remove_file(&p);
         return Err(e);
     }
