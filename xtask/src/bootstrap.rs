@@ -24,6 +24,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("taskset", "util-linux"),
     ("curl", "curl"),
+    // The real runtimes the CNI plugin is tested with (ns_podman): podman
+    // with runc (crun refuses this machine's hybrid cgroups) and a static
+    // busybox for the image.
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("/bin/busybox", "busybox-static"),
+    ("/usr/lib/cni/loopback", "containernetworking-plugins"),
     // The benchmark chart's font.
     (
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
