@@ -379,6 +379,7 @@ fn add(paths: &Paths, env: &Env, conf: &NetConf, version: &str) -> Result<Value,
             netns: env.netns.clone(),
             ifname: env.ifname.clone(),
             network: conf.name.clone(),
+            handoff: None,
         }),
         ..Default::default()
     };

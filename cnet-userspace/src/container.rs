@@ -816,6 +816,9 @@ fn make_netns(
     undo: &mut Undo,
 ) -> Result<()> {
     match cni {
+        // Docker's sandbox may not exist yet (its prestart hook makes it):
+        // Docker moves the interface in itself.
+        Some(a) if a.handoff.is_some() => return Ok(()),
         // The runtime's namespace, bound under the container's name.
         Some(a) => netns::adopt(name, std::path::Path::new(&a.netns))?,
         None => netns::add(name)?,
@@ -840,11 +843,17 @@ fn plumb(
         .into_iter()
         .next()
         .context("a bridge container has eth0")?;
-    attach_interface(paths, &c.name, view, &a)?;
+    let handoff = c.cni.as_ref().and_then(|x| x.handoff.as_deref());
+    match handoff {
+        Some(peer) => attach_handoff(paths, view, &a, peer)?,
+        None => attach_interface(paths, &c.name, view, &a)?,
+    }
     let (p, n, a2) = (paths.clone(), c.name.clone(), a.clone());
     undo.push("detach interface", move || detach_interface(&p, &n, &a2));
     crate::crash::point("run:veth");
-    Netlink::in_netns(&c.name)?.add_default_route(view.gateway)?;
+    if handoff.is_none() {
+        Netlink::in_netns(&c.name)?.add_default_route(view.gateway)?;
+    }
     for m in &c.ports {
         publish(paths, m, c.ip)?;
         let (p, m, ip) = (paths.clone(), m.clone(), c.ip);
@@ -873,15 +882,7 @@ pub fn attach_interface(
         // No IPv6 on the host side either: no link-local address, no NDP.
         let key = format!("net.ipv6.conf.{}.disable_ipv6", a.veth);
         net::sysctl(&key, "1")?;
-        host.set_link(
-            &a.veth,
-            &LinkChange {
-                controller: Some(view.bridge.clone()),
-                mtu: view.mtu,
-                up: true,
-                ..LinkChange::default()
-            },
-        )?;
+        host.set_link(&a.veth, &bridge_port(view))?;
         let inside = Netlink::in_netns(ns)?;
         inside.set_link(
             &a.ifname,
@@ -893,6 +894,47 @@ pub fn attach_interface(
         )?;
         inside.add_addr(&a.ifname, a.ip, view.subnet.prefix)?;
         inside.up(&a.ifname)?;
+        endpoint_entry(paths, a, view.net_id, undo)
+    })
+}
+
+/// The host side of a veth: on the network's bridge, its MTU, up.
+fn bridge_port(view: &crate::state::NetView) -> LinkChange {
+    LinkChange {
+        controller: Some(view.bridge.clone()),
+        mtu: view.mtu,
+        up: true,
+        ..LinkChange::default()
+    }
+}
+
+/// Like [`attach_interface`], with the peer left in the host namespace as
+/// `peer` (MAC set, nothing else) for Docker to move into its sandbox.
+fn attach_handoff(
+    paths: &Paths,
+    view: &crate::state::NetView,
+    a: &crate::state::Attachment,
+    peer: &str,
+) -> Result<()> {
+    transaction(|undo| {
+        let host = Netlink::here()?;
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .context("opening this network namespace")?;
+        host.add_veth(&a.veth, peer, own.as_raw_fd())?;
+        let v = a.veth.clone();
+        undo.push("delete veth", move || {
+            Netlink::here()?.del_link(&v).map_err(Into::into)
+        });
+        net::sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", a.veth), "1")?;
+        host.set_link(&a.veth, &bridge_port(view))?;
+        host.set_link(
+            peer,
+            &LinkChange {
+                mac: Some(ipam::parse_mac(&a.mac)?),
+                mtu: view.mtu,
+                ..LinkChange::default()
+            },
+        )?;
         endpoint_entry(paths, a, view.net_id, undo)
     })
 }

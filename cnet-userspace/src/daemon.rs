@@ -513,6 +513,7 @@ fn router(paths: Arc<Paths>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .merge(crate::docker_plugin::routes())
         .with_state(paths)
 }
 
@@ -537,6 +538,17 @@ fn bind(socket: &Path) -> Result<tokio::net::UnixListener> {
 /// Serves until SIGTERM or SIGINT, then removes the socket. `ready` is
 /// called once the socket accepts connections.
 pub fn serve(paths: &Paths, socket: &Path, ready: impl FnOnce()) -> Result<()> {
+    serve_with_plugin(paths, socket, None, ready)
+}
+
+/// [`serve`], and with `plugin` also Docker's remote network and IPAM
+/// driver on that socket (`/run/docker/plugins/NAME.sock`).
+pub fn serve_with_plugin(
+    paths: &Paths,
+    socket: &Path,
+    plugin: Option<&Path>,
+    ready: impl FnOnce(),
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -545,15 +557,30 @@ pub fn serve(paths: &Paths, socket: &Path, ready: impl FnOnce()) -> Result<()> {
     rt.block_on(serve_async(
         Arc::new(paths.clone()),
         socket.to_path_buf(),
+        plugin.map(Path::to_path_buf),
         ready,
     ))
 }
 
-async fn serve_async(paths: Arc<Paths>, socket: PathBuf, ready: impl FnOnce()) -> Result<()> {
+async fn serve_async(
+    paths: Arc<Paths>,
+    socket: PathBuf,
+    plugin: Option<PathBuf>,
+    ready: impl FnOnce(),
+) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let listener = bind(&socket)?;
+    let plugin_listener = match &plugin {
+        Some(p) => {
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            }
+            Some(bind(p)?)
+        }
+        None => None,
+    };
     let app = router(paths.clone());
     // Interfaces that appear later publish the ports too: look every second.
     let watch = paths.clone();
@@ -580,7 +607,15 @@ async fn serve_async(paths: Arc<Paths>, socket: PathBuf, ready: impl FnOnce()) -
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            accepted = listener.accept() => {
+            accepted = async {
+                match &plugin_listener {
+                    Some(l) => tokio::select! {
+                        a = listener.accept() => a,
+                        a = l.accept() => a,
+                    },
+                    None => listener.accept().await,
+                }
+            } => {
                 let Ok((stream, _)) = accepted else { continue };
                 let svc = hyper_util::service::TowerToHyperService::new(app.clone());
                 conns.spawn(async move {
@@ -597,7 +632,11 @@ async fn serve_async(paths: Arc<Paths>, socket: PathBuf, ready: impl FnOnce()) -
     }
     // Graceful: no new connections; requests under way get a moment to end.
     drop(listener);
+    drop(plugin_listener);
     let _ = std::fs::remove_file(&socket);
+    if let Some(p) = &plugin {
+        let _ = std::fs::remove_file(p);
+    }
     watcher.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while conns.join_next().await.is_some() {}

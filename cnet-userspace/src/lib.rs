@@ -9,6 +9,7 @@ pub mod container;
 pub mod crash;
 pub mod daemon;
 pub mod dlog;
+pub mod docker_plugin;
 pub mod ebpf;
 pub mod error;
 pub mod filter;

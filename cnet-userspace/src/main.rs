@@ -228,6 +228,10 @@ enum Cmd {
     Daemon {
         #[arg(long, default_value = cnet::daemon::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Also serve Docker's remote network and IPAM driver NAME (default
+        /// cnet) on /run/docker/plugins/NAME.sock.
+        #[arg(long, num_args = 0..=1, default_missing_value = "cnet")]
+        docker_plugin: Option<String>,
     },
 }
 
@@ -546,9 +550,20 @@ fn dispatch(cli: Cli) -> Result<i32> {
             return cnet::run(&paths, &opts, detach);
         }
         Cmd::Network(n) => network_cmd(&paths, n)?,
-        Cmd::Daemon { socket } => cnet::daemon::serve(&paths, &socket, || {
-            eprintln!("cnet daemon: listening on {}", socket.display())
-        })?,
+        Cmd::Daemon {
+            socket,
+            docker_plugin,
+        } => {
+            if let Some(n) = &docker_plugin {
+                cnet::container::validate_name(n)?;
+            }
+            let plugin = docker_plugin.map(|n| {
+                std::path::Path::new(cnet::docker_plugin::PLUGIN_DIR).join(format!("{n}.sock"))
+            });
+            cnet::daemon::serve_with_plugin(&paths, &socket, plugin.as_deref(), || {
+                eprintln!("cnet daemon: listening on {}", socket.display())
+            })?
+        }
         Cmd::Stop { time, names } => {
             return Ok(each(&names, |n| {
                 cnet::lifecycle::stop(&paths, n, std::time::Duration::from_secs(time))

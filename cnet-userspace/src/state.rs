@@ -146,8 +146,13 @@ pub struct CniAttachment {
     pub netns: String,
     /// `CNI_IFNAME`.
     pub ifname: String,
-    /// The conflist's network name.
+    /// The conflist's network name (`docker:<NetworkID>` for Docker's).
     pub network: String,
+    /// Docker's remote driver: the veth's peer is left in the host
+    /// namespace under this name for Docker to move into the sandbox and
+    /// configure (address, routes); cnet only sets its MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
 }
 
 /// The instance's files as last read or written.

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cnet;
 pub mod consistency;
 pub mod frames;
+pub mod image;
 pub mod netns;
 pub mod prog;
 pub mod traffic;

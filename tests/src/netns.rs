@@ -375,3 +375,19 @@ pub fn firewall_diff(before: &str, after: &str) -> Result<(), String> {
         "firewall rules changed: added {added:?}, removed {removed:?}"
     ))
 }
+
+/// Lazily unmounts everything mounted under `dir` (deepest first): what a
+/// runtime the test started (podman, dockerd) left behind.
+pub fn unmount_under(dir: &std::path::Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let base = dir.to_string_lossy().into_owned();
+    let mut ours: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in ours {
+        let _ = Command::new("umount").arg("-l").arg(m).output();
+    }
+}

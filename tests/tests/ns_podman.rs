@@ -15,7 +15,7 @@ use cnet_tests::{
     cnet::{Instance, cnet_bin},
     consistency::hash_len,
     netns::{addr, unique_name},
-    traffic::{retry, seen_source, tcp_request, testsrv},
+    traffic::{retry, seen_source, tcp_request},
 };
 
 /// A private podman: its directories and the host namespace it runs in.
@@ -101,33 +101,7 @@ impl Podman {
 
     /// A busybox image with cnet-testsrv and the libraries it links.
     fn import_image(&self) {
-        let rootfs = self.dir.join("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for a in ["sh", "sleep", "cat"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
-        }
-        let srv = testsrv();
-        std::fs::copy(&srv, rootfs.join("testsrv")).unwrap();
-        let ldd = Command::new("ldd").arg(&srv).output().unwrap();
-        for lib in String::from_utf8_lossy(&ldd.stdout)
-            .split_whitespace()
-            .filter(|w| w.starts_with('/'))
-        {
-            let to = rootfs.join(lib.trim_start_matches('/'));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(lib, &to).unwrap();
-        }
-        let tar = self.dir.join("image.tar");
-        let out = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let tar = cnet_tests::image::rootfs_tar(&self.dir);
         self.ok(&["import", &tar.to_string_lossy(), "cnet-test-img"]);
     }
 }
@@ -136,18 +110,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.podman(&["rm", "-af", "-t", "0"]);
         let _ = self.podman(&["rmi", "-af"]);
-        // Anything podman left mounted under its private directories.
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let base = self.dir.to_string_lossy().into_owned();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1))
-            .filter(|m| m.starts_with(&base))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = Command::new("umount").arg("-l").arg(m).output();
-        }
+        cnet_tests::netns::unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -28,6 +28,7 @@ const PACKAGES: &[(&str, &str)] = &[
     // with runc (crun refuses this machine's hybrid cgroups) and a static
     // busybox for the image.
     ("podman", "podman"),
+    ("dockerd", "docker.io"),
     ("runc", "runc"),
     ("/bin/busybox", "busybox-static"),
     ("/usr/lib/cni/loopback", "containernetworking-plugins"),

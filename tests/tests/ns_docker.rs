@@ -1,0 +1,265 @@
+//! The real dockerd (Debian's docker.io 20.10) drives cnet's remote network
+//! and IPAM driver. dockerd runs in the test's host namespace with private
+//! data, exec and pid paths, `--iptables=false --bridge=none`; the plugin
+//! is `cnet daemon --docker-plugin <per-test name>`.
+#![allow(clippy::unwrap_used, reason = "tests panic on failure")]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use cnet_common::maps::{self, Endpoint, PortKey, PortValue};
+use cnet_tests::{
+    cnet::Instance,
+    consistency::hash_len,
+    netns::{addr, unique_name},
+    traffic::{retry, seen_source, tcp_probe, tcp_request},
+};
+
+struct Docker {
+    dir: PathBuf,
+    dockerd: Child,
+    /// /etc/docker/key.json is dockerd 20.10's trust key, written there
+    /// whatever the flags: removed again when the test made it.
+    made_key: bool,
+}
+
+impl Docker {
+    fn start(host_ns: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cnet-docker-{}", unique_name()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made_key = !Path::new("/etc/docker/key.json").exists();
+        let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
+        let dockerd = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{host_ns}"))
+            .arg("dockerd")
+            .args(["--data-root", &d("data"), "--exec-root", &d("exec")])
+            .args([
+                "--pidfile",
+                &d("pid"),
+                "-H",
+                &format!("unix://{}", d("docker.sock")),
+            ])
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args(["--storage-driver", "vfs", "--userland-proxy=false"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("dockerd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let me = Self {
+            dir,
+            dockerd,
+            made_key,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !me.docker(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                me.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        me
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.join("docker.sock").display()),
+            )
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let _ = self.docker(&["rm", "-f", "-v", "w1", "w2"]);
+        // SAFETY: SIGTERM to the dockerd this test started (its own child).
+        unsafe { libc::kill(self.dockerd.id() as i32, libc::SIGTERM) };
+        let _ = self.dockerd.wait();
+        cnet_tests::netns::unmount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.made_key {
+            let _ = std::fs::remove_file("/etc/docker/key.json");
+            let _ = std::fs::remove_dir("/etc/docker");
+        }
+    }
+}
+
+/// `cnet daemon --docker-plugin NAME`, stopped (SIGTERM, by PID) on drop.
+struct Plugin {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Plugin {
+    fn start(inst: &Instance, name: &str) -> Self {
+        let socket = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
+        let api = inst.root.join("api.sock");
+        let child = inst
+            .command(&[
+                "daemon",
+                "--socket",
+                &api.to_string_lossy(),
+                "--docker-plugin",
+                name,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the plugin socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { child, socket }
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: SIGTERM to the daemon this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        assert!(!self.socket.exists(), "the plugin removes its socket");
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+#[test]
+fn docker_network_and_run_p_through_the_cnet_plugin() {
+    let inst = Instance::up(1, &[]);
+    let name = unique_name();
+    let mut plugin = Plugin::start(&inst, &name);
+    let dk = Docker::start(&inst.topo.host.name);
+    let tar = cnet_tests::image::rootfs_tar(&dk.dir);
+    dk.ok(&["import", &tar.to_string_lossy(), "cnet-test-img"]);
+    dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &name,
+        "--ipam-driver",
+        &name,
+        "--subnet",
+        "10.77.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "n1",
+    ]);
+    let nets = inst.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(nets.lines().any(|l| l.starts_with("dk-")), "{nets}");
+
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w1",
+        "--network",
+        "n1",
+        "-p",
+        "8080:80",
+        "cnet-test-img",
+        "/testsrv",
+        "serve",
+        "80",
+    ]);
+    let client = inst.topo.clients[0].name.clone();
+    let to = format!("{}:8080", addr::host_uplink(0));
+    let (r, dnat) = inst.counted("dnat", || {
+        retry(|| tcp_request(&client, &to, "docker")).unwrap()
+    });
+    assert_eq!(seen_source(&r), addr::client(0), "source preserved: {r}");
+    assert!(dnat >= 1, "translated by cnet's datapath");
+    let ps = inst.ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("dk-") && l.contains("0.0.0.0:8080->80/tcp")),
+        "{ps}"
+    );
+    let w1_ip = dk.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.n1.IPAddress}}",
+        "w1",
+    ]);
+    let w1_ip = w1_ip.trim().to_string();
+    assert!(w1_ip.starts_with("10.77.0."), "{w1_ip}");
+
+    // icc off on n1: a second container cannot reach the first (dropped
+    // and counted), while the client still can (positive control above).
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w2",
+        "--network",
+        "n1",
+        "cnet-test-img",
+        "/testsrv",
+        "serve",
+        "81",
+    ]);
+    let w2_pid = dk.ok(&["inspect", "-f", "{{.State.Pid}}", "w2"]);
+    let w2_ns = format!("cnet-dk-{}", unique_name());
+    let ns_path = format!("/run/netns/{w2_ns}");
+    std::fs::write(&ns_path, "").unwrap();
+    let out = Command::new("mount")
+        .args([
+            "--bind",
+            &format!("/proc/{}/ns/net", w2_pid.trim()),
+            &ns_path,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    inst.assert_drop("drop_icc", 2, "w2 -> w1 with icc=false", || {
+        tcp_probe(&w2_ns, &format!("{w1_ip}:80"), "x")
+    });
+    let _ = Command::new("umount").arg(&ns_path).output();
+    let _ = std::fs::remove_file(&ns_path);
+
+    // The plugin killed and started again: w1 keeps answering meanwhile and after.
+    plugin.stop();
+    retry(|| tcp_request(&client, &to, "plugin down")).unwrap();
+    let _plugin2 = Plugin::start(&inst, &name);
+    retry(|| tcp_request(&client, &to, "plugin back")).unwrap();
+
+    // docker rm -f: the endpoint, its ports and its veth go.
+    dk.ok(&["rm", "-f", "w1", "w2"]);
+    assert!(!inst.ok(&["ps", "-a"]).contains("dk-"), "no endpoint left");
+    assert_eq!(hash_len::<PortKey, PortValue>(&inst, maps::PORTS), 0);
+    assert_eq!(hash_len::<u32, Endpoint>(&inst, maps::ENDPOINTS), 0);
+    dk.ok(&["network", "rm", "n1"]);
+    let nets = inst.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!nets.contains("dk-"), "{nets}");
+}
