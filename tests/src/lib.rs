@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cnet;
 pub mod consistency;
+pub mod docker;
 pub mod frames;
 pub mod image;
 pub mod netns;

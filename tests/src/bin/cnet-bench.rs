@@ -234,6 +234,152 @@ fn servers(ns: &Netns) -> Result<Vec<Child>> {
     Ok(vec![iperf, rr])
 }
 
+/// Docker's own bridge driver (iptables rules, docker-proxy) against Docker
+/// with the cnet plugin, same topology and image: a container serving
+/// iperf3 and RR/CRR on published ports, measured from the client namespace
+/// and from the host (127.0.0.1), plus `docker run` to the first answer.
+fn docker_paths(s: Settings) -> Result<Vec<PathResult>> {
+    use cnet_tests::docker::{Docker, Plugin};
+    ensure!(
+        Command::new("dockerd")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "dockerd is not installed"
+    );
+    let iperf = "/usr/bin/iperf3";
+    let script = format!("iperf3 -s -D -p {IPERF_PORT}; exec /bench rr-server {RR_PORT}");
+    let mut out = Vec::new();
+    for with_cnet in [false, true] {
+        check_stop()?;
+        let (name, local_name) = if with_cnet {
+            (
+                "docker + cnet plugin (eBPF)",
+                "docker + cnet plugin, host-local (127.0.0.1)",
+            )
+        } else {
+            (
+                "docker bridge (iptables)",
+                "docker bridge, host-local (docker-proxy)",
+            )
+        };
+        progress(&format!("{name}: starting dockerd"));
+        let inst;
+        let topo;
+        let (host_ns, client_ns, cg) = if with_cnet {
+            inst = Some(Instance::up(1, &[]));
+            let i = inst.as_ref().unwrap();
+            (
+                i.topo.host.name.clone(),
+                i.topo.clients[0].name.clone(),
+                Some(i.cgroup.clone()),
+            )
+        } else {
+            inst = None;
+            topo = Topology::new(1);
+            (topo.host.name.clone(), topo.clients[0].name.clone(), None)
+        };
+        let plugin_name = cnet_tests::netns::unique_name();
+        let _plugin = inst.as_ref().map(|i| Plugin::start(i, &plugin_name));
+        let dk = if with_cnet {
+            Docker::start(&host_ns)
+        } else {
+            Docker::start_with(&host_ns, &[])
+        };
+        let tar = cnet_tests::image::rootfs_tar_with(&dk.dir, &[iperf]);
+        // The bench driver itself serves RR/CRR inside the container.
+        let bench_dst = dk.dir.join("rootfs/bench");
+        std::fs::copy(self_exe(), &bench_dst)?;
+        let out_tar = Command::new("tar")
+            .arg("-C")
+            .arg(dk.dir.join("rootfs"))
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .output()?;
+        ensure!(out_tar.status.success(), "tar: {out_tar:?}");
+        dk.ok(&["import", &tar.to_string_lossy(), "cnet-bench-img"]);
+        let mut run = vec!["run", "-d", "--name", "srv"];
+        if with_cnet {
+            dk.ok(&[
+                "network",
+                "create",
+                "-d",
+                &plugin_name,
+                "--ipam-driver",
+                &plugin_name,
+                "--subnet",
+                "10.78.0.0/24",
+                "benchnet",
+            ]);
+            run.extend(["--network", "benchnet"]);
+        }
+        let (p1, p2, p3) = (
+            format!("{IPERF_PORT}:{IPERF_PORT}"),
+            format!("{IPERF_PORT}:{IPERF_PORT}/udp"),
+            format!("{RR_PORT}:{RR_PORT}"),
+        );
+        run.extend([
+            "-p",
+            &p1,
+            "-p",
+            &p2,
+            "-p",
+            &p3,
+            "cnet-bench-img",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let host = addr::host_uplink(0);
+        let t0 = Instant::now();
+        dk.ok(&run);
+        wait_answer(&client_ns, &format!("{host}:{RR_PORT}"))?;
+        let first = t0.elapsed().as_secs_f64() * 1e3;
+        progress(&format!("{name}: docker run to first answer {first:.0} ms"));
+        for kv in [
+            "net.ipv4.tcp_tw_reuse=1",
+            "net.ipv4.ip_local_port_range=1024 65535",
+        ] {
+            Command::new("ip")
+                .args(["netns", "exec", &client_ns, "sysctl", "-qw", kv])
+                .output()?;
+        }
+        let t = Target {
+            name,
+            ns: client_ns.clone(),
+            pre: String::new(),
+            cgroup: None,
+            host: host.clone(),
+            iperf_port: IPERF_PORT,
+            rr_port: RR_PORT,
+            udp: true,
+        };
+        out.push(measure(&t, s)?);
+        let pre = cg
+            .as_ref()
+            .map(|c| format!("echo $$ > {}/cgroup.procs; ", c.display()))
+            .unwrap_or_default();
+        let local = Target {
+            name: local_name,
+            ns: host_ns.clone(),
+            pre,
+            cgroup: cg.clone(),
+            host: "127.0.0.1".into(),
+            iperf_port: IPERF_PORT,
+            rr_port: RR_PORT,
+            udp: false,
+        };
+        out.push(measure(&local, s)?);
+        eprintln!("bench: {name}: docker run -d to first answered connection {first:.1} ms");
+        let _ = dk.docker(&["rm", "-f", "srv"]);
+        if with_cnet {
+            let _ = dk.docker(&["network", "rm", "benchnet"]);
+        }
+    }
+    Ok(out)
+}
+
 fn self_exe() -> String {
     std::env::current_exe()
         .unwrap()
@@ -1087,6 +1233,10 @@ fn run(quick: bool, control_only: bool, out: PathBuf) -> Result<()> {
     let cnet = cnet_paths(s, &mut scale, &mut report)?;
     report.paths.push(iptables_path(s, &mut scale)?);
     report.paths.extend(cnet);
+    match docker_paths(s) {
+        Ok(v) => report.paths.extend(v),
+        Err(e) => eprintln!("bench: skipping the Docker rows: {e:#}"),
+    }
     // Order: physical, routed, cnet, iptables, host-local cnet, proxy.
     let order = [
         "physical",
@@ -1095,6 +1245,7 @@ fn run(quick: bool, control_only: bool, out: PathBuf) -> Result<()> {
         "iptables",
         "host-local cnet",
         "host-local userland",
+        "docker",
     ];
     report.paths.sort_by_key(|p| {
         order
