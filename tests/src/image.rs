@@ -14,6 +14,13 @@ pub fn rootfs_tar(dir: &Path) -> std::path::PathBuf {
 pub fn rootfs_tar_with(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs/bin");
+    // iperf3 backs its buffers with a temporary file.
+    std::fs::create_dir_all(rootfs.join("tmp")).expect("rootfs/tmp");
+    std::fs::set_permissions(
+        rootfs.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod rootfs/tmp");
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copying busybox");
     for a in ["sh", "sleep", "cat", "nc"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).expect("busybox link");
