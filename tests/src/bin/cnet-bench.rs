@@ -88,6 +88,8 @@ struct Report {
     scale: Vec<ScalePoint>,
     cnet_up_ms: f64,
     run_to_first_answer_ms: f64,
+    /// `docker run -d` to the first answered connection: (path, ms).
+    docker_run_ms: Vec<(String, f64)>,
     control: Vec<ControlOp>,
 }
 
@@ -238,7 +240,7 @@ fn servers(ns: &Netns) -> Result<Vec<Child>> {
 /// with the cnet plugin, same topology and image: a container serving
 /// iperf3 and RR/CRR on published ports, measured from the client namespace
 /// and from the host (127.0.0.1), plus `docker run` to the first answer.
-fn docker_paths(s: Settings) -> Result<Vec<PathResult>> {
+fn docker_paths(s: Settings, run_ms: &mut Vec<(String, f64)>) -> Result<Vec<PathResult>> {
     use cnet_tests::docker::{Docker, Plugin};
     ensure!(
         Command::new("dockerd")
@@ -371,7 +373,7 @@ fn docker_paths(s: Settings) -> Result<Vec<PathResult>> {
             udp: false,
         };
         out.push(measure(&local, s)?);
-        eprintln!("bench: {name}: docker run -d to first answered connection {first:.1} ms");
+        run_ms.push((name.to_string(), first));
         let _ = dk.docker(&["rm", "-f", "srv"]);
         if with_cnet {
             let _ = dk.docker(&["network", "rm", "benchnet"]);
@@ -929,6 +931,23 @@ fn table(r: &Report) -> String {
         "\n`cnet up`: {:.0} ms; `cnet run` to first answered connection: {:.0} ms\n",
         r.cnet_up_ms, r.run_to_first_answer_ms
     ));
+    for (path, ms) in &r.docker_run_ms {
+        s.push_str(&format!(
+            "`docker run -d` to first answered connection, {path}: {ms:.0} ms\n"
+        ));
+    }
+    if let (Some(b), Some(c)) = (
+        get("docker bridge (iptables)"),
+        get("docker + cnet plugin (eBPF)"),
+    ) {
+        s.push_str(&format!(
+            "Docker with the cnet plugin / Docker's bridge: TCP {:.2}, RR {:.2}, CRR {:.2}, UDP {:.2}\n",
+            c.tcp1_gbps / b.tcp1_gbps,
+            c.rr.tps / b.rr.tps,
+            c.crr_per_s / b.crr_per_s,
+            c.udp_kpps / b.udp_kpps
+        ));
+    }
     s
 }
 
@@ -1233,7 +1252,7 @@ fn run(quick: bool, control_only: bool, out: PathBuf) -> Result<()> {
     let cnet = cnet_paths(s, &mut scale, &mut report)?;
     report.paths.push(iptables_path(s, &mut scale)?);
     report.paths.extend(cnet);
-    match docker_paths(s) {
+    match docker_paths(s, &mut report.docker_run_ms) {
         Ok(v) => report.paths.extend(v),
         Err(e) => eprintln!("bench: skipping the Docker rows: {e:#}"),
     }
