@@ -36,6 +36,8 @@ pub const PLUGIN_DIR: &str = "/run/docker/plugins";
 struct Pending {
     endpoints: HashMap<String, (String, Ipv4Addr, String)>,
     reserved: Vec<Ipv4Addr>,
+    /// Pools picked for `docker network create` without `--subnet`.
+    pools: Vec<Cidr>,
 }
 
 fn pending() -> &'static Mutex<Pending> {
@@ -105,7 +107,7 @@ pub fn routes() -> Router<Arc<Paths>> {
         .route("/IpamDriver.GetCapabilities", route!(ipam_caps))
         .route("/IpamDriver.GetDefaultAddressSpaces", route!(spaces))
         .route("/IpamDriver.RequestPool", route!(request_pool))
-        .route("/IpamDriver.ReleasePool", route!(empty))
+        .route("/IpamDriver.ReleasePool", route!(release_pool))
         .route("/IpamDriver.RequestAddress", route!(request_address))
         .route("/IpamDriver.ReleaseAddress", route!(release_address))
 }
@@ -142,15 +144,23 @@ fn net_name(network_id: &str) -> String {
     format!("dk-{}", short(network_id))
 }
 
-fn request_pool(_: &Paths, v: &Value) -> Result<Value> {
+fn request_pool(paths: &Paths, v: &Value) -> Result<Value> {
     if v["V6"].as_bool() == Some(true) {
         bail!("cnet's IPAM is IPv4 only");
     }
     let pool = s(v, "Pool");
-    if pool.is_empty() {
-        bail!("cnet's IPAM needs a subnet: docker network create --subnet CIDR");
-    }
-    let c: Cidr = pool.parse().with_context(|| format!("pool {pool:?}"))?;
+    let c: Cidr = if pool.is_empty() {
+        // No --subnet: the next free one from cnet's address pools.
+        let st = state::load_up(paths)?;
+        let mut p = pending()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("plugin state poisoned"))?;
+        let c = crate::network::free_subnet(&st, &p.pools)?;
+        p.pools.push(c);
+        c
+    } else {
+        pool.parse().with_context(|| format!("pool {pool:?}"))?
+    };
     let pool = format!("{}/{}", c.network(), c.prefix);
     Ok(json!({"PoolID": pool, "Pool": pool, "Data": {}}))
 }
@@ -189,6 +199,16 @@ fn request_address(paths: &Paths, v: &Value) -> Result<Value> {
         ip
     };
     Ok(json!({"Address": format!("{ip}/{}", pool.prefix), "Data": {}}))
+}
+
+fn release_pool(_: &Paths, v: &Value) -> Result<Value> {
+    if let Ok(c) = s(v, "PoolID").parse::<Cidr>()
+        && let Ok(mut p) = pending().lock()
+    {
+        p.pools
+            .retain(|r| r.network() != c.network() || r.prefix != c.prefix);
+    }
+    Ok(json!({}))
 }
 
 fn release_address(_: &Paths, v: &Value) -> Result<Value> {

@@ -83,6 +83,14 @@ fn pools(state: &State) -> Vec<(Cidr0, u8)> {
     v
 }
 
+/// A free subnet from the instance's pools, also avoiding `reserved`
+/// (Docker's IPAM pools handed out before their network exists).
+pub fn free_subnet(state: &State, reserved: &[Cidr]) -> Result<Cidr> {
+    let mut t = taken(state)?;
+    t.extend_from_slice(reserved);
+    pick_subnet(&pools(state), &t)
+}
+
 /// The first pool subnet that overlaps nothing in `taken`.
 pub fn pick_subnet(pools: &[(Cidr0, u8)], taken: &[Cidr]) -> Result<Cidr> {
     for (base, size) in pools {

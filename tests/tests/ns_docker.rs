@@ -38,6 +38,44 @@ fn docker_network_and_run_p_through_the_cnet_plugin() {
     ]);
     let nets = inst.ok(&["network", "ls", "--format", "{{.Name}}"]);
     assert!(nets.lines().any(|l| l.starts_with("dk-")), "{nets}");
+    // Without --subnet the plugin's IPAM picks a free pool subnet; with
+    // Docker's default IPAM the network gets Docker's pool.
+    dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &name,
+        "--ipam-driver",
+        &name,
+        "n2",
+    ]);
+    dk.ok(&["network", "create", "-d", &name, "n3"]);
+    let subnets = dk.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "n2",
+        "n3",
+    ]);
+    let subnets: Vec<&str> = subnets.lines().collect();
+    assert_eq!(subnets.len(), 2, "{subnets:?}");
+    assert!(
+        subnets[0] != subnets[1] && subnets[0] != "10.77.0.0/24",
+        "{subnets:?}"
+    );
+    let cnet_subnets = inst.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        "bridge",
+    ]);
+    assert!(
+        !subnets.contains(&cnet_subnets.trim()),
+        "not cnet's own bridge subnet"
+    );
+    dk.ok(&["network", "rm", "n2", "n3"]);
 
     dk.ok(&[
         "run",
