@@ -25,6 +25,8 @@ enum Expr {
     /// `(PIPE).A.B`
     Sub(Box<Expr>, Vec<String>),
     Str(String),
+    /// An integer constant (`index .X 0`).
+    Num(u64),
     Call(String, Vec<Expr>),
 }
 
@@ -283,6 +285,9 @@ fn parse_arg(a: &str) -> Result<Expr> {
             .with_context(|| format!("bad string {a}"))?;
         return Ok(Expr::Str(s.replace("\\t", "\t").replace("\\n", "\n")));
     }
+    if let Ok(n) = a.parse::<u64>() {
+        return Ok(Expr::Num(n));
+    }
     if let Some(rest) = a.strip_prefix('(') {
         let close = rest.rfind(')').with_context(|| format!("unbalanced {a}"))?;
         let inner = parse_expr(&rest[..close])?;
@@ -371,6 +376,7 @@ fn eval(e: &Expr, dot: &Value, root: &Value) -> Result<Value> {
         ),
         Expr::Sub(inner, path) => walk(eval(inner, dot, root)?, path, None),
         Expr::Str(s) => Ok(Value::String(s.clone())),
+        Expr::Num(n) => Ok(Value::from(*n)),
         Expr::Call(f, args) => {
             let a: Vec<Value> = args
                 .iter()
@@ -513,6 +519,15 @@ mod tests {
         assert_eq!(r("{{if .State.Running}}up{{else}}down{{end}}", &v), "down");
         assert_eq!(r("{{.Config.Labels.tier}}", &v), "<no value>");
         assert_eq!(r("{{index .Config.Labels \"tier\"}}", &v), "<no value>");
+        let net = serde_json::json!({"IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}]}});
+        assert_eq!(r("{{(index .IPAM.Config 0).Subnet}}", &net), "10.1.0.0/24");
+        assert!(
+            Template::parse("{{index .IPAM.Config 3}}")
+                .unwrap()
+                .render(&net)
+                .is_err(),
+            "out of range"
+        );
         assert_eq!(r("{{.Config.Labels}}", &v), "map[]");
         assert_eq!(r("a {{- \" b \" -}} c", &v), "a b c");
         assert_eq!(r("{{range $.Config.Env}}{{.}};{{end}}", &v), "A=1;B=2;");
