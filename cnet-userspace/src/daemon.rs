@@ -45,8 +45,55 @@ impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         let status = StatusCode::from_u16(crate::error::kind(&e).status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError(status, format!("{e:#}"))
+        ApiError(status, json_words(&format!("{e:#}")))
     }
+}
+
+/// The library's messages name the CLI flag a value came from (`--ip
+/// "x" is not an IPv4 address`); a JSON request names fields instead.
+const FLAG_FIELDS: &[(&str, &str)] = &[
+    ("--mac-address", "mac_address"),
+    ("--network-alias", "aliases"),
+    ("--add-host", "add_hosts"),
+    ("--dns-search", "dns_search"),
+    ("--dns-option", "dns_options"),
+    ("--aux-address", "aux_addresses"),
+    ("--ip-range", "ip_range"),
+    ("--hostname", "hostname"),
+    ("--publish", "publish"),
+    ("--expose", "expose"),
+    ("--subnet", "subnet"),
+    ("--gateway", "gateway"),
+    ("--network", "network"),
+    ("--label", "labels"),
+    ("--link", "links"),
+    ("--name", "name"),
+    ("--dns", "dns"),
+    ("--ip", "ip"),
+    ("-p", "publish"),
+];
+
+fn json_words(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    'outer: while !rest.is_empty() {
+        let at_word = out.is_empty() || out.ends_with([' ', '(', '\'', '"', ':']);
+        if at_word {
+            for (flag, field) in FLAG_FIELDS {
+                if let Some(after) = rest.strip_prefix(flag)
+                    && !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+                {
+                    out.push_str(&format!("field \"{field}\""));
+                    rest = after;
+                    continue 'outer;
+                }
+            }
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 impl IntoResponse for ApiError {
@@ -643,4 +690,26 @@ async fn serve_async(
     })
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_words;
+
+    #[test]
+    fn flags_become_json_fields() {
+        assert_eq!(
+            json_words("--ip \"x\" is not an IPv4 address"),
+            "field \"ip\" \"x\" is not an IPv4 address"
+        );
+        assert_eq!(
+            json_words("--ip-range 10.0.0.0/8 is outside --subnet 10.1.0.0/16"),
+            "field \"ip_range\" 10.0.0.0/8 is outside field \"subnet\" 10.1.0.0/16"
+        );
+        assert_eq!(json_words("no --iptables here"), "no --iptables here");
+        assert_eq!(
+            json_words("Bind for 0.0.0.0:8080 failed"),
+            "Bind for 0.0.0.0:8080 failed"
+        );
+    }
 }

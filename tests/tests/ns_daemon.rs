@@ -239,6 +239,19 @@ fn the_daemon_refuses_bad_requests_clearly_and_keeps_serving() {
         v["message"].as_str().unwrap().contains("10.93.0.5/24"),
         "{v}"
     );
+    // A JSON request's error names the field, not the CLI flag.
+    let (s, v) = curl(
+        &sock,
+        "POST",
+        "/networks",
+        Some(r#"{"name": "bad2", "subnet": "nonsense"}"#),
+    );
+    assert_eq!(s, 400, "{v}");
+    let m = v["message"].as_str().unwrap();
+    assert!(
+        m.contains("field \"subnet\"") && !m.contains("--subnet"),
+        "{v}"
+    );
     let (s, _) = curl(&sock, "DELETE", "/networks/dup", None);
     assert_eq!(s, 200);
     // `cnet up` through the daemon: live switches, and its fields typed too.
