@@ -383,27 +383,15 @@ fn add(paths: &Paths, env: &Env, conf: &NetConf, version: &str) -> Result<Value,
         }),
         ..Default::default()
     };
-    let mut c = container::plan(&st, &opts).map_err(|e| {
+    let planned = container::plan(&st, &opts).map_err(|e| {
         CniError::new(
             code::INVALID_CONFIG,
             "planning the container's network",
             format!("{e:#}"),
         )
     })?;
-    st.containers.insert(name.clone(), c.clone());
-    state::save(paths, &st).map_err(|e| io_err("saving cnet's state", e))?;
-    if let Err(e) = container::build(paths, &st, &c) {
-        let _ = container::teardown(paths, &mut st, &name);
-        let _ = state::save(paths, &st);
-        return Err(io_err("attaching the container", e));
-    }
-    c.phase = state::Phase::Ready;
-    st.containers.insert(name.clone(), c.clone());
-    if let Err(e) = state::save(paths, &st) {
-        let _ = container::teardown(paths, &mut st, &name);
-        return Err(io_err("saving cnet's state", e));
-    }
-    container::sync_hosts(&st);
+    let c = crate::create_attached(paths, &mut st, planned)
+        .map_err(|e| io_err("attaching the container", e))?;
     let view = st.net(&network).ok_or_else(|| {
         CniError::new(
             code::INVALID_CONFIG,
@@ -527,11 +515,7 @@ fn check(paths: &Paths, env: &Env) -> Result<(), CniError> {
     )
     .map_err(|e| io_err("opening the PORTS map", e))?;
     for m in &c.ports {
-        let host = m
-            .host_ip
-            .map(|a| cnet_common::addr_key(a.octets()))
-            .unwrap_or(0);
-        let k = cnet_common::maps::PortKey::new(host, m.host_port.to_be(), m.proto.number());
+        let (k, _) = container::port_entry(m, c.ip);
         if ports.get(&k, 0).is_err() {
             return Err(fail(format!(
                 "published port {m} is missing from the datapath"

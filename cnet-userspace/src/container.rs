@@ -202,7 +202,8 @@ pub fn plan_ports(state: &State, opts: &RunOptions) -> Result<(Vec<PortMapping>,
     Ok((mappings, exposed))
 }
 
-fn port_entry(m: &PortMapping, ip: Ipv4Addr) -> (PortKey, PortValue) {
+/// The PORTS map entry of mapping `m` to the container at `ip`.
+pub fn port_entry(m: &PortMapping, ip: Ipv4Addr) -> (PortKey, PortValue) {
     let host = m.host_ip.map(|a| addr_key(a.octets())).unwrap_or(0);
     (
         PortKey::new(host, port_key(m.host_port), m.proto.number()),

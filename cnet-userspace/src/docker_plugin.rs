@@ -260,7 +260,7 @@ fn delete_network(paths: &Paths, v: &Value) -> Result<Value> {
     Ok(json!({}))
 }
 
-fn create_endpoint(paths: &Paths, v: &Value) -> Result<Value> {
+fn create_endpoint(_: &Paths, v: &Value) -> Result<Value> {
     let id = s(v, "EndpointID").to_string();
     let addr = s(&v["Interface"], "Address");
     let ip: Ipv4Addr = addr
@@ -275,7 +275,6 @@ fn create_endpoint(paths: &Paths, v: &Value) -> Result<Value> {
     } else {
         given_mac.clone()
     };
-    let _ = paths;
     let mut p = pending()
         .lock()
         .map_err(|_| anyhow::anyhow!("plugin state poisoned"))?;
@@ -335,17 +334,8 @@ fn join(paths: &Paths, v: &Value) -> Result<Value> {
         }),
         ..Default::default()
     };
-    let mut c = crate::container::plan(&st, &opts)?;
-    st.containers.insert(name.clone(), c.clone());
-    state::save(paths, &st)?;
-    if let Err(e) = crate::container::build(paths, &st, &c) {
-        let _ = crate::container::teardown(paths, &mut st, &name);
-        let _ = state::save(paths, &st);
-        return Err(e);
-    }
-    c.phase = state::Phase::Ready;
-    st.containers.insert(name.clone(), c);
-    state::save(paths, &st)?;
+    let planned = crate::container::plan(&st, &opts)?;
+    crate::create_attached(paths, &mut st, planned)?;
     Ok(json!({
         "InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},
         "Gateway": view.gateway.to_string(),

@@ -125,6 +125,33 @@ fn wait_foreground(paths: &Paths, name: &str, child: &mut std::process::Child) -
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
+/// Builds a planned container that runs no command of cnet's (a CNI or
+/// Docker endpoint, whose processes are the runtime's): journaled as being
+/// created, built, marked ready, hosts files synced; torn down again when a
+/// step fails. The caller holds the instance lock (see [`open`]).
+pub fn create_attached(
+    paths: &Paths,
+    st: &mut state::State,
+    mut c: state::Container,
+) -> Result<state::Container> {
+    let name = c.name.clone();
+    st.containers.insert(name.clone(), c.clone());
+    state::save(paths, st)?;
+    if let Err(e) = container::build(paths, st, &c) {
+        let _ = container::teardown(paths, st, &name);
+        let _ = state::save(paths, st);
+        return Err(e);
+    }
+    c.phase = state::Phase::Ready;
+    st.containers.insert(name.clone(), c.clone());
+    if let Err(e) = state::save(paths, st) {
+        let _ = container::teardown(paths, st, &name);
+        return Err(e);
+    }
+    container::sync_hosts(st);
+    Ok(c)
+}
+
 /// Takes the instance lock, loads the state and finishes any creation or
 /// removal a killed cnet left half-done. Every mutating command starts here.
 pub fn open(paths: &Paths) -> Result<(Lock, state::State)> {

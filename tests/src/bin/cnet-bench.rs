@@ -250,7 +250,8 @@ fn docker_paths(s: Settings, run_ms: &mut Vec<(String, f64)>) -> Result<Vec<Path
         "dockerd is not installed"
     );
     let iperf = "/usr/bin/iperf3";
-    let script = format!("iperf3 -s -D -p {IPERF_PORT}; exec /bench rr-server {RR_PORT}");
+    let bench_exe = self_exe();
+    let script = format!("iperf3 -s -D -p {IPERF_PORT}; exec {bench_exe} rr-server {RR_PORT}");
     let mut out = Vec::new();
     for with_cnet in [false, true] {
         check_stop()?;
@@ -288,18 +289,8 @@ fn docker_paths(s: Settings, run_ms: &mut Vec<(String, f64)>) -> Result<Vec<Path
         } else {
             Docker::start_with(&host_ns, &[])
         };
-        let tar = cnet_tests::image::rootfs_tar_with(&dk.dir, &[iperf]);
-        // The bench driver itself serves RR/CRR inside the container.
-        let bench_dst = dk.dir.join("rootfs/bench");
-        std::fs::copy(self_exe(), &bench_dst)?;
-        let out_tar = Command::new("tar")
-            .arg("-C")
-            .arg(dk.dir.join("rootfs"))
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .output()?;
-        ensure!(out_tar.status.success(), "tar: {out_tar:?}");
+        // The bench driver itself serves RR/CRR inside the container, at its own path.
+        let tar = cnet_tests::image::rootfs_tar_with(&dk.dir, &[iperf, &bench_exe]);
         dk.ok(&["import", &tar.to_string_lossy(), "cnet-bench-img"]);
         let mut run = vec!["run", "-d", "--name", "srv"];
         if with_cnet {
