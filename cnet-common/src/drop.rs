@@ -62,6 +62,12 @@ pub enum Counter {
     IpOptions = 21,
     /// ICMP "fragmentation needed" sent back for a DF packet too big for its way out.
     FragNeeded = 23,
+    /// Events written to the ring buffer for `cnet monitor`.
+    EventsSent = 25,
+    /// Events not written because the per-CPU rate limit was reached.
+    EventsSuppressed = 26,
+    /// Events lost because the ring buffer was full (the monitor fell behind).
+    EventsLost = 27,
 }
 
 /// Number of slots in the `STATS` array.
@@ -92,7 +98,18 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (Counter::Fragment as u32, "fragment_passed"),
     (Counter::IpOptions as u32, "ip_options"),
     (Counter::FragNeeded as u32, "frag_needed_sent"),
+    (Counter::EventsSent as u32, "events_sent"),
+    (Counter::EventsSuppressed as u32, "events_suppressed"),
+    (Counter::EventsLost as u32, "events_lost"),
 ];
+
+/// The name of a counter slot (`drop_icc`, `dnat`, ...), if it is in use.
+pub fn counter_name(slot: u32) -> Option<&'static str> {
+    COUNTER_NAMES
+        .iter()
+        .find(|(s, _)| *s == slot)
+        .map(|(_, n)| *n)
+}
 
 #[cfg(test)]
 mod tests {

@@ -49,6 +49,24 @@ pub const FILTER_SET: &str = "FILTER_SET";
 /// Per-CPU packet counts per filter rule id (survive reordering and swaps).
 pub const FILTER_STATS: &str = "FILTER_STATS";
 
+/// Traffic per container address: [`EpStats`] per CPU. Entries are made by
+/// userspace with the endpoint; the datapath only adds to existing ones.
+pub const EP_STATS: &str = "EP_STATS";
+/// Drops per container address and reason: [`DropKey`] -> packets per CPU.
+/// The datapath makes an entry on a container's first drop of a reason.
+pub const DROP_STATS: &str = "DROP_STATS";
+pub const DROP_STATS_MAX: u32 = 65536;
+/// Traffic per published port: [`PortKey`] (as in `PORTS`) -> [`PortStats`]
+/// per CPU; made and removed by userspace with the mapping.
+pub const PORT_STATS: &str = "PORT_STATS";
+/// Datapath events for `cnet monitor` (a ring buffer of [`Event`]s).
+pub const EVENTS: &str = "EVENTS";
+pub const EVENTS_BYTES: u32 = 1 << 20;
+/// One [`Monitor`] at index 0: which events are wanted, until when.
+pub const MONITOR: &str = "MONITOR";
+/// Per-CPU token bucket of the events ([`RateLimit`]).
+pub const EVENT_RATE: &str = "EVENT_RATE";
+
 /// Every map, in the order `cnet up` pins them.
 pub const ALL: &[&str] = &[
     STATS,
@@ -66,7 +84,75 @@ pub const ALL: &[&str] = &[
     FRAGS,
     FILTER_SET,
     JUMPS,
+    EP_STATS,
+    DROP_STATS,
+    PORT_STATS,
+    EVENTS,
+    MONITOR,
+    EVENT_RATE,
 ];
+
+abi! {
+    /// Packets and bytes a container sent (`out`, as they left its veth) and
+    /// was handed by cnet (`in`).
+    EpStats [32] { pkts_out: u64, bytes_out: u64, pkts_in: u64, bytes_in: u64 }
+}
+
+abi! {
+    /// Key of `DROP_STATS`: a container address and a [`crate::DropReason`] slot.
+    DropKey [8] { addr: u32, reason: u32 }
+}
+
+abi! {
+    /// Traffic of one published port: `in` towards the container, `out` its
+    /// replies, `conns` the flows opened through it.
+    PortStats [40] { pkts_in: u64, bytes_in: u64, pkts_out: u64, bytes_out: u64, conns: u64 }
+}
+
+/// Event kinds, also the `Monitor::flags` bits that switch them on.
+pub const EVENT_DROP: u8 = 1;
+pub const EVENT_FLOW_NEW: u8 = 2;
+pub const EVENT_FLOW_END: u8 = 4;
+pub const EVENT_FILTER: u8 = 8;
+
+abi! {
+    /// One datapath event. `orig` is the packet's tuple as it came, `xlat` as
+    /// it leaves (equal for drops and filter hits). Addresses and ports in
+    /// network byte order.
+    Event [48] {
+        ts_ns: u64,
+        kind: u8,
+        /// Drop reason slot, `CT_*` kind of a flow, or the filter action.
+        reason: u8,
+        proto: u8,
+        _pad: u8,
+        ifindex: u32,
+        orig_saddr: u32,
+        orig_daddr: u32,
+        orig_sport: u16,
+        orig_dport: u16,
+        xlat_saddr: u32,
+        xlat_daddr: u32,
+        xlat_sport: u16,
+        xlat_dport: u16,
+        /// Filter rule id (filter hits), else 0.
+        rule: u32,
+        _pad2: u32,
+    }
+}
+
+abi! {
+    /// What `cnet monitor` wants: `EVENT_*` bits, valid until `until_ns`
+    /// (bpf_ktime_get_ns); the monitor renews it every second, so events stop
+    /// by themselves a few seconds after the last listener went.
+    /// `rate` events per second per CPU pass the token bucket (0: 1000).
+    Monitor [16] { flags: u32, rate: u32, until_ns: u64 }
+}
+
+abi! {
+    /// A per-CPU token bucket: tokens left and when it was last filled.
+    RateLimit [16] { tokens: u64, last_ns: u64 }
+}
 
 /// Masquerade source ports (and ICMP ids) come from this range, which
 /// `cnet up` reserves from the host's ephemeral ports
@@ -260,6 +346,11 @@ pub const CT_REV_DNAT: u8 = 2;
 pub const CT_SNAT: u8 = 3;
 pub const CT_REV_SNAT: u8 = 4;
 
+/// `CtEntry::port_key`: the published port matched its exact host address.
+pub const CT_PORT_EXACT: u8 = 1;
+/// `CtEntry::port_key`: the published port matched the "any address" entry.
+pub const CT_PORT_ANY: u8 = 2;
+
 /// TCP flags seen in this direction.
 pub const CT_SEEN_SYN: u8 = 1;
 pub const CT_SEEN_FIN: u8 = 2;
@@ -286,7 +377,10 @@ abi! {
         kind: u8,
         /// `CT_SEEN_*` bits.
         tcp_seen: u8,
-        _pad: [u8; 2],
+        /// DNAT pairs: which `PORTS` key the flow came through
+        /// (`CT_PORT_EXACT`: the packet's host address, `CT_PORT_ANY`: 0).
+        port_key: u8,
+        _pad: u8,
         /// Device to send translated packets out of (0: decide by address).
         out_ifindex: u32,
         _pad2: u32,

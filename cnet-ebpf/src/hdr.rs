@@ -29,6 +29,7 @@ pub const IP_TTL_OFF: usize = ETH_HLEN + IPV4_TTL;
 pub const IP_CSUM_OFF: usize = ETH_HLEN + IPV4_CHECK;
 pub const IP_SRC_OFF: usize = ETH_HLEN + IPV4_SRC;
 pub const IP_DST_OFF: usize = ETH_HLEN + IPV4_DST;
+pub const IP_PROTO_OFF: usize = ETH_HLEN + offset_of!(Ipv4Hdr, proto);
 /// Don't-fragment, more-fragments and the offset mask of the frags field.
 pub const IP_DF: u16 = 0x4000;
 pub const IP_MF: u16 = 0x2000;

@@ -12,6 +12,7 @@ mod icmp;
 mod maps;
 mod mtu;
 mod nat;
+mod observe;
 mod parse;
 mod policy;
 mod redirect;
@@ -26,8 +27,8 @@ use aya_ebpf::{
 use cnet_common::{
     DropReason,
     maps::{
-        CONFIG_MASQUERADE, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, CtKey, NETWORK_NO_MASQ,
-        PROTO_ICMP,
+        CONFIG_MASQUERADE, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, CtEntry, CtKey,
+        EVENT_FLOW_NEW, NETWORK_NO_MASQ, PROTO_ICMP,
     },
 };
 
@@ -114,6 +115,7 @@ fn tracked(
         mtu::check(ctx, e.daddr, e.out_ifindex, from_container)?;
         nat::rewrite(ctx, flow, &e)?;
         count_kind(e.kind);
+        observe::count_port(&flow.key, &e, ctx.len(), false);
         frag::remember(ip, e.saddr, e.daddr, e.out_ifindex);
         return deliver(ctx, e.daddr, e.out_ifindex).map(Some);
     }
@@ -145,20 +147,19 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     if k.proto == PROTO_ICMP || !flow.may_open() {
         return policy::from_outside(k.daddr).map(|()| Action::PASS);
     }
-    let Some(to) = maps::published(k.daddr, k.dport, k.proto) else {
+    let Some((to, exact)) = maps::published_by(k.daddr, k.dport, k.proto) else {
         return policy::from_outside(k.daddr).map(|()| Action::PASS);
     };
-    let fwd = nat::entry(
+    let mut fwd = nat::entry(
         &CtKey::new(k.saddr, to.addr, k.sport, to.port, k.proto),
         CT_DNAT,
         0,
     );
+    fwd.port_key = observe::port_key_kind(exact);
     nat::create_pair(&flow, &fwd, CT_REV_DNAT, ifindex(ctx), false, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_DNAT);
-    if dlog::on() {
-        dlog::flow(ctx, CT_DNAT, k, &fwd);
-    }
+    opened(ctx, CT_DNAT, k, &fwd);
     frag::remember(&ip, fwd.saddr, fwd.daddr, 0);
     deliver(ctx, fwd.daddr, 0)
 }
@@ -167,6 +168,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let Some(ip) = guard::from_container(ctx, ifindex(ctx))? else {
         return Ok(Action::PASS);
     };
+    observe::count_out(ip.saddr, ctx.len());
     let flow = Flow::parse(ctx, &ip)?;
     let (sport, dport) = flow
         .as_ref()
@@ -210,7 +212,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let k = &flow.key;
     // Hairpin: a container reaching a published port through a host address.
     if k.proto != PROTO_ICMP
-        && let Some(to) = maps::published(k.daddr, k.dport, k.proto)
+        && let Some((to, exact)) = maps::published_by(k.daddr, k.dport, k.proto)
     {
         // Reaching itself: the source becomes the gateway, or the reply would
         // never leave the container.
@@ -219,17 +221,16 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         } else {
             k.saddr
         };
-        let fwd = nat::entry(
+        let mut fwd = nat::entry(
             &CtKey::new(saddr, to.addr, k.sport, to.port, k.proto),
             CT_DNAT,
             0,
         );
+        fwd.port_key = observe::port_key_kind(exact);
         nat::create_pair(&flow, &fwd, CT_REV_DNAT, 0, false, ctx.len())?;
         nat::rewrite(ctx, &flow, &fwd)?;
         count_kind(CT_DNAT);
-        if dlog::on() {
-            dlog::flow(ctx, CT_DNAT, k, &fwd);
-        }
+        opened(ctx, CT_DNAT, k, &fwd);
         frag::remember(&ip, fwd.saddr, fwd.daddr, 0);
         return deliver(ctx, fwd.daddr, 0);
     }
@@ -244,11 +245,22 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     let fwd = nat::masquerade(ctx, &flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_SNAT);
-    if dlog::on() {
-        dlog::flow(ctx, CT_SNAT, k, &fwd);
-    }
+    opened(ctx, CT_SNAT, k, &fwd);
     frag::remember(&ip, fwd.saddr, fwd.daddr, egress);
     deliver(ctx, fwd.daddr, egress)
+}
+
+/// A new translated flow: counted on its published port (DNAT), logged and
+/// reported to `cnet monitor` when they are on.
+#[inline(always)]
+fn opened(ctx: &TcContext, kind: u8, k: &CtKey, fwd: &CtEntry) {
+    observe::count_port(k, fwd, ctx.len(), true);
+    if dlog::on() {
+        dlog::flow(ctx, kind, k, fwd);
+    }
+    if observe::wanted(EVENT_FLOW_NEW) {
+        observe::flow_event(EVENT_FLOW_NEW, kind, ifindex(ctx), k, fwd);
+    }
 }
 
 /// Whether a packet from container `saddr` to `daddr` leaves the host

@@ -72,13 +72,21 @@ pub fn config() -> Config {
 /// then the "any address" entry, which applies only to the host's addresses.
 #[inline(always)]
 pub fn published(addr: u32, port: u16, proto: u8) -> Option<PortValue> {
+    published_by(addr, port, proto).map(|(v, _)| v)
+}
+
+/// As [`published`], with which entry matched (true: the exact address).
+#[inline(always)]
+pub fn published_by(addr: u32, port: u16, proto: u8) -> Option<(PortValue, bool)> {
     // SAFETY: values are plain data copied out immediately.
     if let Some(v) = unsafe { PORTS.get(PortKey::new(addr, port, proto)) } {
-        return Some(*v);
+        return Some((*v, true));
     }
     if !is_host_addr(addr) {
         return None;
     }
     // SAFETY: as above.
-    unsafe { PORTS.get(PortKey::new(0, port, proto)) }.copied()
+    unsafe { PORTS.get(PortKey::new(0, port, proto)) }
+        .copied()
+        .map(|v| (v, false))
 }

@@ -15,8 +15,8 @@ use cnet_common::{
     DropReason,
     maps::{
         CT_SEEN_ACK, CT_SEEN_FIN, CT_SEEN_FIN_PEER, CT_SEEN_REPLY, CT_SEEN_RST, CT_SEEN_SYN,
-        CtEntry, CtKey, MASQ_PORT_HI, MASQ_PORT_LO, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PortKey,
-        ct_is_reverse, ct_timeout_secs,
+        CtEntry, CtKey, EVENT_FLOW_END, MASQ_PORT_HI, MASQ_PORT_LO, PROTO_ICMP, PROTO_TCP,
+        PROTO_UDP, PortKey, ct_is_reverse, ct_timeout_secs,
     },
 };
 
@@ -161,8 +161,12 @@ pub fn lookup(key: &CtKey, flow: &Flow, len: u32) -> Option<CtEntry> {
     e.last_seen = t;
     e.packets += 1;
     e.bytes += u64::from(len);
+    let closes = closed(e.tcp_seen | bits) && !closed(e.tcp_seen);
     e.tcp_seen |= bits;
     let out = *e;
+    if closes && crate::observe::wanted(EVENT_FLOW_END) {
+        crate::observe::flow_event(EVENT_FLOW_END, out.kind, 0, key, &out);
+    }
     if let Some(pp) = CONNTRACK.get_ptr_mut(partner) {
         // SAFETY: as above.
         let pe = unsafe { &mut *pp };
@@ -176,6 +180,13 @@ pub fn lookup(key: &CtKey, flow: &Flow, len: u32) -> Option<CtEntry> {
         }
     }
     Some(out)
+}
+
+/// Whether TCP state bits mean the flow is over (RST, or FINs both ways).
+#[inline(always)]
+fn closed(seen: u8) -> bool {
+    seen & CT_SEEN_RST != 0
+        || seen & (CT_SEEN_FIN | CT_SEEN_FIN_PEER) == CT_SEEN_FIN | CT_SEEN_FIN_PEER
 }
 
 /// A SYN without ACK on a tuple whose flow already closed (FIN or RST seen):
@@ -238,7 +249,8 @@ pub fn create_pair(
     len: u32,
 ) -> Result<bool, DropReason> {
     let rev_key = CtKey::new(fwd.daddr, fwd.saddr, fwd.dport, fwd.sport, flow.key.proto);
-    let rev = entry(&flow.key.reversed(), rev_kind, rev_ifindex);
+    let mut rev = entry(&flow.key.reversed(), rev_kind, rev_ifindex);
+    rev.port_key = fwd.port_key;
     // Never over a live flow: the reverse tuple is what replies are matched on.
     if CONNTRACK
         .insert(rev_key, rev, u64::from(BPF_NOEXIST))

@@ -3,8 +3,8 @@
 use cnet_common::{
     DropReason,
     maps::{
-        AllowKey, CONFIG_MASQUERADE, FILTER_ALLOW, FILTER_DROP, FILTERS_MAX, NETWORK_ICC_OFF,
-        NETWORK_INTERNAL, NETWORK_NO_MASQ, NETWORK_ROUTED, PROTO_ICMP,
+        AllowKey, CONFIG_MASQUERADE, CtKey, EVENT_FILTER, FILTER_ALLOW, FILTER_DROP, FILTERS_MAX,
+        NETWORK_ICC_OFF, NETWORK_INTERNAL, NETWORK_NO_MASQ, NETWORK_ROUTED, PROTO_ICMP,
     },
 };
 
@@ -61,6 +61,8 @@ struct Scan {
     count_all: u8,
     /// 0: no rule matched, 1: allow, 2: drop.
     found: u32,
+    /// The id of the rule that matched.
+    rule: u32,
 }
 
 /// One rule of the scan (a `bpf_loop` callback, verified once whatever the
@@ -84,6 +86,7 @@ extern "C" fn scan_rule(slot: u64, ctx: *mut core::ffi::c_void) -> i64 {
         // SAFETY: this CPU's value.
         unsafe { *c += 1 };
     }
+    s.rule = rule.id;
     s.found = match rule.action {
         FILTER_DROP => 2,
         FILTER_ALLOW => 1,
@@ -116,6 +119,7 @@ fn filters(
         proto,
         count_all: count_all as u8,
         found: 0,
+        rule: 0,
     };
     // SAFETY: a callback of bpf_loop's type and a context on this stack.
     unsafe {
@@ -126,10 +130,31 @@ fn filters(
             0,
         );
     }
+    if scan.found != 0 {
+        filter_hit(&scan, count_all);
+    }
     match scan.found {
         2 => Err(DropReason::Filtered),
         1 => Ok(Verdict::Allow),
         _ => Ok(Verdict::None),
+    }
+}
+
+/// A rule matched: a drop is attributed to the container it was from or for
+/// (the delivered address), and `cnet monitor` hears of it. XDP
+/// (`count_all` false) reports only drops: TC sees the rest again.
+#[inline(never)]
+fn filter_hit(scan: &Scan, count_all: bool) {
+    let drop = scan.found == 2;
+    if drop {
+        crate::observe::count_drop(scan.saddr, scan.daddr, DropReason::Filtered as u32);
+    }
+    if (count_all || drop) && crate::observe::wanted(EVENT_FILTER) {
+        let action = if drop { FILTER_DROP } else { FILTER_ALLOW };
+        let t = CtKey::new(scan.saddr, scan.daddr, 0, scan.dport.to_be(), scan.proto);
+        let mut ev = crate::observe::tuple_event(EVENT_FILTER, action, 0, &t);
+        ev.rule = scan.rule;
+        crate::observe::emit(&mut ev);
     }
 }
 

@@ -53,6 +53,7 @@ pub fn deliver(ctx: &TcContext, daddr: u32, out_ifindex: u32) -> Result<Action, 
     }
     // SAFETY: value copied out immediately.
     if let Some(ep) = unsafe { ENDPOINTS.get(daddr) }.copied() {
+        crate::observe::count_in(daddr, ctx.len());
         let mac = config().bridge_mac;
         ctx.store(ETH_DST, &ep.mac, 0)
             .map_err(|_| DropReason::RewriteFailed)?;

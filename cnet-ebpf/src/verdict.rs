@@ -47,6 +47,7 @@ pub fn tc(ctx: &TcContext, result: Result<Action, DropReason>) -> i32 {
         Ok(Action(code)) => code,
         Err(reason) => {
             count(reason as u32);
+            crate::observe::dropped(ctx, reason as u32);
             if crate::dlog::on() {
                 crate::dlog::drop(ctx, reason as u32);
             }

@@ -60,10 +60,40 @@ pub fn verdict(ctx: &XdpContext, r: Result<(), DropReason>) -> u32 {
         Ok(()) => xdp_action::XDP_PASS,
         Err(reason) => {
             crate::verdict::count(reason as u32);
+            if crate::observe::wanted(cnet_common::maps::EVENT_DROP) {
+                drop_event(ctx, reason as u32);
+            }
             if crate::dlog::on() {
                 crate::dlog::drop_xdp(ctx, reason as u32);
             }
             xdp_action::XDP_DROP
         }
     }
+}
+
+/// A packet XDP dropped, for `cnet monitor`: addresses and the destination
+/// port as far as the frame holds them.
+#[inline(never)]
+fn drop_event(ctx: &XdpContext, reason: u32) {
+    let (mut saddr, mut daddr, mut proto, mut dport) = (0, 0, 0, 0);
+    if let Some(hdr) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) {
+        // SAFETY: bounds checked by ptr_at.
+        let h = unsafe { &*hdr };
+        saddr = u32::from_ne_bytes(h.src_addr);
+        daddr = u32::from_ne_bytes(h.dst_addr);
+        proto = h.proto;
+        let hlen = usize::from(h.ihl());
+        if (proto == PROTO_TCP || proto == PROTO_UDP)
+            && let Some(p) = ptr_at::<u16>(ctx, ETH_HLEN + hlen + TCP_DPORT)
+        {
+            // SAFETY: bounds checked by ptr_at.
+            dport = unsafe { *p };
+        }
+    }
+    // SAFETY: reading a field of the context the kernel handed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let t = cnet_common::maps::CtKey::new(saddr, daddr, 0, dport, proto);
+    let mut ev =
+        crate::observe::tuple_event(cnet_common::maps::EVENT_DROP, reason as u8, ifindex, &t);
+    crate::observe::emit(&mut ev);
 }

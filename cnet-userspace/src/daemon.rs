@@ -472,6 +472,29 @@ async fn remove_filter(State(p): S, UrlPath(id): UrlPath<String>) -> Reply {
     Ok(reply(StatusCode::OK, json!({"Removed": id})))
 }
 
+/// Prometheus metrics: the classic text format, or OpenMetrics when the
+/// scraper's Accept header asks for it.
+async fn metrics(State(p): S, headers: axum::http::HeaderMap) -> Reply {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (body, ctype) = blocking(&p, move |p| {
+        crate::observe::metrics::render(p, &state::load_up(p)?, accept.as_deref())
+    })
+    .await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, ctype)], body).into_response())
+}
+
+/// The read-only router of `--metrics ADDR`: `/metrics` and nothing else.
+fn metrics_router(paths: Arc<Paths>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(paths)
+}
+
 async fn stats(State(p): S) -> Reply {
     let v = blocking(&p, |p| show::stats_json(p, &state::load_up(p)?)).await?;
     Ok(reply(StatusCode::OK, v))
@@ -555,6 +578,7 @@ fn router(paths: Arc<Paths>) -> Router {
         .route("/filters", get(list_filters).post(add_filter))
         .route("/filters/{id}", delete(remove_filter))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/up", post(up))
         .route("/down", post(down))
         .fallback(not_found)
@@ -585,7 +609,7 @@ fn bind(socket: &Path) -> Result<tokio::net::UnixListener> {
 /// Serves until SIGTERM or SIGINT, then removes the socket. `ready` is
 /// called once the socket accepts connections.
 pub fn serve(paths: &Paths, socket: &Path, ready: impl FnOnce()) -> Result<()> {
-    serve_with_plugin(paths, socket, None, ready)
+    serve_with_plugin(paths, socket, None, None, ready)
 }
 
 /// [`serve`], and with `plugin` also Docker's remote network and IPAM
@@ -594,6 +618,7 @@ pub fn serve_with_plugin(
     paths: &Paths,
     socket: &Path,
     plugin: Option<&Path>,
+    metrics: Option<std::net::SocketAddr>,
     ready: impl FnOnce(),
 ) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -605,6 +630,7 @@ pub fn serve_with_plugin(
         Arc::new(paths.clone()),
         socket.to_path_buf(),
         plugin.map(Path::to_path_buf),
+        metrics,
         ready,
     ))
 }
@@ -613,6 +639,7 @@ async fn serve_async(
     paths: Arc<Paths>,
     socket: PathBuf,
     plugin: Option<PathBuf>,
+    metrics: Option<std::net::SocketAddr>,
     ready: impl FnOnce(),
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -625,6 +652,20 @@ async fn serve_async(
                 std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
             }
             Some(bind(p)?)
+        }
+        None => None,
+    };
+    let metrics_task = match metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            let app = metrics_router(paths.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    log::warn!("metrics endpoint: {e}");
+                }
+            }))
         }
         None => None,
     };
@@ -685,6 +726,9 @@ async fn serve_async(
         let _ = std::fs::remove_file(p);
     }
     watcher.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while conns.join_next().await.is_some() {}
     })

@@ -80,6 +80,11 @@ pub fn conflict(msg: impl Into<String>) -> anyhow::Error {
     Error::Conflict(msg.into()).into()
 }
 
+/// A bad value in a request (400).
+pub fn invalid(msg: impl Into<String>) -> anyhow::Error {
+    Error::Invalid(msg.into()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use anyhow::Context;

@@ -20,6 +20,7 @@ pub mod listfilter;
 pub mod loader;
 pub mod net;
 pub mod network;
+pub mod observe;
 pub mod portspec;
 pub mod show;
 pub mod state;

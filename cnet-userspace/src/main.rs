@@ -207,13 +207,49 @@ enum Cmd {
     /// `port NAME [PRIVATE_PORT[/PROTO]]` lists published ports as `docker port`
     /// does; `port add NAME SPEC` and `port rm NAME SPEC` change them live.
     Port {
+        /// With the listing: packets, bytes and connections per published port.
+        #[arg(long)]
+        stats: bool,
         #[arg(required = true, num_args = 1..=3)]
         args: Vec<String>,
     },
-    /// Print the datapath counters.
+    /// Print the datapath counters (by name), or per container or per published port.
     Stats {
         #[arg(long)]
         json: bool,
+        /// `container`: traffic and drops by reason per container; `port`:
+        /// traffic and connections per published port.
+        #[arg(long, value_parser = ["container", "port"])]
+        by: Option<String>,
+        /// Refresh in place every --interval seconds with rates per second (Ctrl-C ends it).
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+        #[arg(long, default_value_t = 1.0, requires = "watch")]
+        interval: f64,
+    },
+    /// Live datapath events: drops, translated flows opening and closing, filter hits.
+    Monitor {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Only events about this container (repeatable).
+        #[arg(long)]
+        container: Vec<String>,
+        /// drop, flow or filter (repeatable; default all).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Only drops of this reason (icc, filter, spoofed, not_published...; repeatable).
+        #[arg(long)]
+        reason: Vec<String>,
+        /// Only events with this port on either side, before or after translation (repeatable).
+        #[arg(long)]
+        port: Vec<u16>,
+        /// Events per second per CPU the datapath may write (default 1000; more are counted as events_suppressed).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Exit after N events.
+        #[arg(short = 'n', long, default_value_t = 0)]
+        count: u64,
     },
     /// The datapath's flow table (as `conntrack -L` / `-F`).
     #[command(subcommand)]
@@ -232,6 +268,10 @@ enum Cmd {
         /// cnet) on /run/docker/plugins/NAME.sock.
         #[arg(long, num_args = 0..=1, default_missing_value = "cnet")]
         docker_plugin: Option<String>,
+        /// Also serve Prometheus metrics read-only on http://ADDR/metrics
+        /// (e.g. 127.0.0.1:9477); the unix socket has /metrics too.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
 }
 
@@ -434,6 +474,23 @@ enum FilterCmd {
     Rm { id: u32 },
 }
 
+/// Set by SIGINT/SIGTERM for the commands that run until stopped (monitor, stats --watch).
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ctrl-C and SIGTERM end `monitor` and `stats --watch` cleanly (they switch
+/// events off and restore the terminal) instead of killing the process.
+fn install_stop_handler() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -553,6 +610,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Daemon {
             socket,
             docker_plugin,
+            metrics,
         } => {
             if let Some(n) = &docker_plugin {
                 cnet::container::validate_name(n)?;
@@ -560,7 +618,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let plugin = docker_plugin.map(|n| {
                 std::path::Path::new(cnet::docker_plugin::PLUGIN_DIR).join(format!("{n}.sock"))
             });
-            cnet::daemon::serve_with_plugin(&paths, &socket, plugin.as_deref(), || {
+            cnet::daemon::serve_with_plugin(&paths, &socket, plugin.as_deref(), metrics, || {
                 eprintln!("cnet daemon: listening on {}", socket.display())
             })?
         }
@@ -652,7 +710,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 return Ok(1);
             }
         }
-        Cmd::Port { args } => match args.as_slice() {
+        Cmd::Port { stats: true, args } => {
+            let [name] = args.as_slice() else {
+                anyhow::bail!("usage: cnet port --stats NAME");
+            };
+            let st = state::load_up(&paths)?;
+            let name = st.resolve(name)?;
+            print!(
+                "{}",
+                show::port_stats(&cnet::observe::counters::ports(&paths, &st, Some(&name))?)
+            );
+        }
+        Cmd::Port { args, .. } => match args.as_slice() {
             [verb, name, spec] if verb == "add" => {
                 for m in cnet::port_add(&paths, name, spec)? {
                     println!("{m}");
@@ -670,7 +739,70 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 "usage: cnet port NAME [PRIVATE_PORT[/PROTO]] | port add NAME SPEC | port rm NAME SPEC"
             ),
         },
-        Cmd::Stats { json } => {
+        Cmd::Stats {
+            json: false,
+            watch: true,
+            by,
+            interval,
+        } => {
+            install_stop_handler();
+            show::watch(
+                &paths,
+                by.as_deref(),
+                std::time::Duration::from_secs_f64(interval.max(0.1)),
+                &mut std::io::stdout().lock(),
+                &STOP,
+            )?;
+        }
+        Cmd::Stats {
+            json, by: Some(by), ..
+        } => {
+            let st = state::load_up(&paths)?;
+            let text = if by == "container" {
+                let v = cnet::observe::counters::containers(&paths, &st)?;
+                if json {
+                    serde_json::to_string_pretty(&v)? + "\n"
+                } else {
+                    show::container_stats(&v)
+                }
+            } else {
+                let v = cnet::observe::counters::ports(&paths, &st, None)?;
+                if json {
+                    serde_json::to_string_pretty(&v)? + "\n"
+                } else {
+                    show::port_stats(&v)
+                }
+            };
+            print!("{text}");
+        }
+        Cmd::Monitor {
+            json,
+            container,
+            types,
+            reason,
+            port,
+            rate,
+            count,
+        } => {
+            install_stop_handler();
+            let opts = cnet::observe::monitor::MonitorOptions {
+                json,
+                containers: container,
+                types,
+                reasons: reason,
+                ports: port,
+                rate,
+                count,
+            };
+            cnet::observe::monitor::run(
+                &paths,
+                &opts,
+                &mut std::io::stdout().lock(),
+                &STOP,
+                || eprintln!("cnet monitor: listening for events (Ctrl-C ends)"),
+            )?;
+        }
+        Cmd::Stats { json, .. } => {
             let st = state::load_up(&paths)?;
             if json {
                 println!(

@@ -367,6 +367,149 @@ pub fn stats_json(paths: &crate::state::Paths, st: &State) -> anyhow::Result<Val
     Ok(Value::Object(m))
 }
 
+/// `cnet port --stats` and `cnet stats --by port`: one row per published port.
+pub fn port_stats(ports: &[crate::observe::PortCounters]) -> String {
+    let mut out = format!(
+        "{:<20} {:<28} {:>10} {:>12} {:>10} {:>12} {:>8}\n",
+        "CONTAINER", "PORT", "PKTS IN", "BYTES IN", "PKTS OUT", "BYTES OUT", "CONNS"
+    );
+    for p in ports {
+        out.push_str(&format!(
+            "{:<20} {:<28} {:>10} {:>12} {:>10} {:>12} {:>8}\n",
+            p.container,
+            p.mapping,
+            p.packets_in,
+            p.bytes_in,
+            p.packets_out,
+            p.bytes_out,
+            p.connections
+        ));
+    }
+    out
+}
+
+/// `cnet stats --by container`: traffic and drops by reason per container.
+pub fn container_stats(cs: &[crate::observe::ContainerStats]) -> String {
+    let mut out = format!(
+        "{:<20} {:>10} {:>12} {:>10} {:>12}  DROPS\n",
+        "CONTAINER", "PKTS IN", "BYTES IN", "PKTS OUT", "BYTES OUT"
+    );
+    for c in cs {
+        let drops: Vec<String> = c
+            .drops
+            .iter()
+            .map(|(r, n)| format!("{}={n}", r.strip_prefix("drop_").unwrap_or(r)))
+            .collect();
+        out.push_str(&format!(
+            "{:<20} {:>10} {:>12} {:>10} {:>12}  {}\n",
+            c.name,
+            c.packets_in,
+            c.bytes_in,
+            c.packets_out,
+            c.bytes_out,
+            if drops.is_empty() {
+                "-".to_string()
+            } else {
+                drops.join(" ")
+            }
+        ));
+    }
+    out
+}
+
+/// Named counters (by `cnet stats` name, per container `name.packets_in`...,
+/// per port `name port.packets_in`...) as one flat list, for rates.
+fn flat(
+    paths: &crate::state::Paths,
+    st: &State,
+    by: Option<&str>,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    Ok(match by {
+        Some("container") => crate::observe::counters::containers(paths, st)?
+            .into_iter()
+            .flat_map(|c| {
+                let mut v = vec![
+                    (format!("{} packets_in", c.name), c.packets_in),
+                    (format!("{} bytes_in", c.name), c.bytes_in),
+                    (format!("{} packets_out", c.name), c.packets_out),
+                    (format!("{} bytes_out", c.name), c.bytes_out),
+                ];
+                v.extend(
+                    c.drops
+                        .into_iter()
+                        .map(|(r, n)| (format!("{} {r}", c.name), n)),
+                );
+                v
+            })
+            .collect(),
+        Some(_) => crate::observe::counters::ports(paths, st, None)?
+            .into_iter()
+            .flat_map(|p| {
+                let who = format!("{} {}", p.container, p.mapping);
+                vec![
+                    (format!("{who} packets_in"), p.packets_in),
+                    (format!("{who} bytes_in"), p.bytes_in),
+                    (format!("{who} packets_out"), p.packets_out),
+                    (format!("{who} bytes_out"), p.bytes_out),
+                    (format!("{who} connections"), p.connections),
+                ]
+            })
+            .collect(),
+        None => crate::loader::counters(paths)?
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect(),
+    })
+}
+
+/// `cnet stats --watch`: the counters and their rates per second, redrawn in
+/// place every `every` (like top) until `stop` is set.
+pub fn watch(
+    paths: &crate::state::Paths,
+    by: Option<&str>,
+    every: std::time::Duration,
+    out: &mut dyn std::io::Write,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<()> {
+    use std::{collections::HashMap, sync::atomic::Ordering, time::Instant};
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut at = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let st = crate::state::load_up(paths)?;
+        let now = flat(paths, &st, by)?;
+        let secs = at.elapsed().as_secs_f64().max(1e-3);
+        at = Instant::now();
+        let mut text = format!(
+            "\x1b[H\x1b[2Jcnet stats ({}), every {:.1} s; Ctrl-C ends\n\n{:<48} {:>16} {:>12}\n",
+            by.unwrap_or("datapath"),
+            every.as_secs_f64(),
+            "COUNTER",
+            "TOTAL",
+            "PER SECOND"
+        );
+        for (name, v) in &now {
+            let rate = last
+                .get(name)
+                .map(|old| v.saturating_sub(*old) as f64 / secs)
+                .map_or("-".to_string(), |r| format!("{r:.1}"));
+            text.push_str(&format!("{name:<48} {v:>16} {rate:>12}\n"));
+        }
+        last = now.into_iter().collect();
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+        let until = Instant::now() + every;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::human_duration;

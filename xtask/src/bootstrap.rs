@@ -32,6 +32,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("/bin/busybox", "busybox-static"),
     ("/usr/lib/cni/loopback", "containernetworking-plugins"),
+    // `promtool check metrics` validates cnet's Prometheus output (ns_metrics).
+    ("promtool", "prometheus"),
     // The benchmark chart's font.
     (
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

@@ -238,6 +238,9 @@ pub fn detach_interface(paths: &Paths, _ns: &str, a: &crate::state::Attachment) 
         }
         let _ = purge_conntrack(paths, a.ip);
         let _ = purge_allow(paths, a.ip);
+        if let Err(e) = crate::observe::counters::untrack_endpoint(paths, a.ip) {
+            errors.push(format!("{e:#}"));
+        }
     }
     // The veth first: its program goes with it, so dropping the link pin
     // afterwards costs the kernel no second RCU grace period under RTNL.
@@ -286,6 +289,11 @@ pub(crate) fn endpoint_entry(
         loader::hash::<u32, Endpoint>(&p, maps::ENDPOINTS)?
             .remove(&addr_key(ip.octets()))
             .map_err(Into::into)
+    });
+    crate::observe::counters::track_endpoint(paths, a.ip)?;
+    let (p, ip) = (paths.clone(), a.ip);
+    undo.push("remove endpoint counters", move || {
+        crate::observe::counters::untrack_endpoint(&p, ip)
     });
     Ok(())
 }

@@ -118,9 +118,16 @@ pub fn port_entry(m: &PortMapping, ip: Ipv4Addr) -> (PortKey, PortValue) {
 /// Adds `m` for the container at `ip` to the PORTS map.
 pub fn publish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
     let (k, v) = port_entry(m, ip);
-    loader::hash::<PortKey, PortValue>(paths, maps::PORTS)?
-        .insert(k, v, 0)
-        .with_context(|| format!("publishing {m}"))
+    crate::observe::counters::track_port(paths, m, ip)?;
+    let r = loader::hash::<PortKey, PortValue>(paths, maps::PORTS).and_then(|mut ports| {
+        ports
+            .insert(k, v, 0)
+            .with_context(|| format!("publishing {m}"))
+    });
+    if r.is_err() {
+        let _ = crate::observe::counters::untrack_port(paths, m, ip);
+    }
+    r
 }
 
 /// Removes `m` from the PORTS map only while it still points at `ip`.
@@ -136,7 +143,8 @@ pub fn unpublish_if(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> 
 pub fn unpublish(paths: &Paths, m: &PortMapping, ip: Ipv4Addr) -> Result<()> {
     let (k, _) = port_entry(m, ip);
     loader::removed(loader::hash::<PortKey, PortValue>(paths, maps::PORTS)?.remove(&k))
-        .with_context(|| format!("unpublishing {m}"))
+        .with_context(|| format!("unpublishing {m}"))?;
+    crate::observe::counters::untrack_port(paths, m, ip)
 }
 
 /// Deletes the conntrack entries of flows to or from `ip:port` (one mapping).
