@@ -250,6 +250,9 @@ enum Cmd {
         /// Exit after N events.
         #[arg(short = 'n', long, default_value_t = 0)]
         count: u64,
+        /// Exit after SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
     },
     /// The datapath's flow table (as `conntrack -L` / `-F`).
     #[command(subcommand)]
@@ -783,8 +786,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
             port,
             rate,
             count,
+            duration,
         } => {
             install_stop_handler();
+            if let Some(d) = duration
+                && !(d.is_finite() && d > 0.0)
+            {
+                anyhow::bail!("invalid --duration {d}: a number of seconds above 0");
+            }
             let opts = cnet::observe::monitor::MonitorOptions {
                 json,
                 containers: container,
@@ -793,6 +802,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 ports: port,
                 rate,
                 count,
+                duration: duration.map(std::time::Duration::from_secs_f64),
             };
             cnet::observe::monitor::run(
                 &paths,

@@ -51,6 +51,8 @@ pub struct MonitorOptions {
     pub rate: u32,
     /// Stop after this many printed events (0: until stopped).
     pub count: u64,
+    /// Stop after this long (None: until stopped).
+    pub duration: Option<Duration>,
 }
 
 /// The validated filters.
@@ -385,8 +387,9 @@ pub fn run(
     ready();
     let result = (|| -> Result<()> {
         let mut renewed = Instant::now();
+        let started = Instant::now();
         let mut printed = 0u64;
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && o.duration.is_none_or(|d| started.elapsed() < d) {
             if renewed.elapsed() >= Duration::from_secs(1) {
                 set_monitor(paths, lease(filters.kinds))?;
                 renewed = Instant::now();

@@ -719,6 +719,26 @@ fn cnet_paths(
     inst.ok(&["up", "--uplink", "up0", "--cgroup", &cgs, "--debug=false"]);
     out.push(logged?);
 
+    // The same path while `cnet monitor --type drop` listens: what events
+    // for drops cost the traffic that is not dropped.
+    let mut monitor = inst
+        .command(&["monitor", "--type", "drop", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let watched = measure(
+        &Target {
+            name: "cnet (eBPF), monitor listening (drop events on)",
+            ..t.clone()
+        },
+        s,
+    );
+    // SAFETY: the monitor this function started, by its PID.
+    unsafe { libc::kill(monitor.id() as i32, libc::SIGINT) };
+    let _ = monitor.wait();
+    out.push(watched?);
+
     let host = inst.topo.host.name.clone();
     let pre = format!("echo $$ > {}/cgroup.procs; ", cg.display());
     let local = Target {
@@ -893,6 +913,15 @@ fn table(r: &Report) -> String {
             on.tcp1_gbps / off.tcp1_gbps,
             on.rr.tps / off.rr.tps,
             on.crr_per_s / off.crr_per_s
+        ));
+    }
+    if let (Some(off), Some(on)) = (get("cnet (eBPF)"), get("cnet (eBPF), monitor")) {
+        s.push_str(&format!(
+            "Drop events on/off (cnet monitor --type drop listening): TCP {:.2}, RR {:.2}, CRR {:.2}, UDP {:.2}\n",
+            on.tcp1_gbps / off.tcp1_gbps,
+            on.rr.tps / off.rr.tps,
+            on.crr_per_s / off.crr_per_s,
+            on.udp_kpps / off.udp_kpps
         ));
     }
     if let (Some(l), Some(p)) = (get("host-local cnet"), get("host-local userland")) {
