@@ -55,14 +55,22 @@ mod tests {
     /// and every point in the source is listed.
     #[test]
     fn the_list_matches_the_source() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
         let mut found = Vec::new();
-        for e in std::fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.extension().is_some_and(|x| x == "rs") && !path.ends_with("crash.rs") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                for part in text.split("crash::point(\"").skip(1) {
-                    found.push(part.split('"').next().unwrap().to_string());
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|x| x == "rs") && !path.ends_with("crash.rs")
+                {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for part in text.split("crash::point(\"").skip(1) {
+                        found.push(part.split('"').next().unwrap().to_string());
+                    }
                 }
             }
         }
