@@ -826,6 +826,17 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 for (id, v) in cnet::filter::counters(&paths, &st)? {
                     println!("{:<24} {v}", format!("filter_{id}"));
                 }
+                let u = cnet::observe::counters::usage(&paths)?;
+                println!(
+                    "{:<24} {} of {}",
+                    "conntrack_entries", u.conntrack_entries, u.conntrack_capacity
+                );
+                for (addr, n) in &u.masquerade_ports_in_use {
+                    println!(
+                        "{:<24} {n} of {} ({addr})",
+                        "masquerade_ports", u.masquerade_port_range
+                    );
+                }
             }
         }
         Cmd::Filter(FilterCmd::Add {

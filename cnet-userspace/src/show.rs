@@ -364,6 +364,17 @@ pub fn stats_json(paths: &crate::state::Paths, st: &State) -> anyhow::Result<Val
         .map(|(id, v)| (id.to_string(), v.into()))
         .collect();
     m.insert("filters".into(), f.into());
+    let u = crate::observe::counters::usage(paths)?;
+    m.insert("conntrack_entries".into(), u.conntrack_entries.into());
+    m.insert("conntrack_capacity".into(), u.conntrack_capacity.into());
+    m.insert(
+        "masquerade_ports_in_use".into(),
+        serde_json::to_value(&u.masquerade_ports_in_use)?,
+    );
+    m.insert(
+        "masquerade_port_range".into(),
+        u.masquerade_port_range.into(),
+    );
     Ok(Value::Object(m))
 }
 

@@ -91,6 +91,198 @@ struct Report {
     /// `docker run -d` to the first answered connection: (path, ms).
     docker_run_ms: Vec<(String, f64)>,
     control: Vec<ControlOp>,
+    /// Legitimate connections and drops per second over time while a
+    /// filtered client floods a published port (icc off, a monitor listening).
+    attack: Vec<AttackPoint>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct AttackPoint {
+    /// Seconds since the start of the timeline.
+    t: f64,
+    /// Legitimate TCP_CRR connections per second in this interval.
+    crr_per_s: f64,
+    /// Packets dropped per second (drop_filter) in this interval.
+    drops_per_s: f64,
+    /// Events written per second to the monitor (rate-limited).
+    events_per_s: f64,
+}
+
+/// When the flood runs in the attack timeline (seconds from its start).
+const ATTACK_FROM: f64 = 3.0;
+const ATTACK_TO: f64 = 7.0;
+const ATTACK_LEN: f64 = 10.0;
+const ATTACK_STEP: f64 = 0.5;
+
+/// The attack timeline: client 0 runs a CRR loop against a published port
+/// for `ATTACK_LEN` s while client 1, whose source a filter drops, floods the
+/// same port with 64-byte UDP datagrams from `ATTACK_FROM` to `ATTACK_TO`;
+/// icc is off and `cnet monitor --type drop` listens. Counted per interval.
+fn attack_timeline() -> Result<Vec<AttackPoint>> {
+    progress("attack timeline: CRR under a flood of filtered packets");
+    let inst = Instance::up(2, &["--icc=false"]);
+    tune_client(&inst.topo.clients[0]);
+    let srv = format!("cnet-bench-attack-{}", std::process::id());
+    inst.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &srv,
+        "-p",
+        "7100:7000",
+        "-p",
+        "7100:7000/udp",
+        "--",
+        "taskset",
+        "-c",
+        "1",
+        &self_exe(),
+        "rr-server",
+        "7000",
+    ]);
+    let _cleanup = Cleanup(&inst, srv.clone());
+    let to = format!("{}:7100", addr::host_uplink(0));
+    wait_answer(&inst.topo.clients[0].name, &to)?;
+    inst.ok(&[
+        "filter",
+        "add",
+        "--src",
+        &addr::client(1),
+        "--action",
+        "drop",
+    ]);
+    let mut monitor = inst
+        .command(&["monitor", "--type", "drop", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let target: SocketAddr = to.parse()?;
+    let start = Instant::now();
+    let legit_ns = inst.topo.clients[0].name.clone();
+    let legit = std::thread::spawn(move || -> Result<Vec<f64>> {
+        in_netns(&legit_ns, move || {
+            pin_to_cpu(0);
+            let mut done = Vec::new();
+            let mut b = [7u8; 1];
+            while start.elapsed().as_secs_f64() < ATTACK_LEN {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+                s.set_nodelay(true)?;
+                s.write_all(&b)?;
+                s.read_exact(&mut b)?;
+                done.push(start.elapsed().as_secs_f64());
+            }
+            Ok(done)
+        })
+    });
+    let flood_ns = inst.topo.clients[1].name.clone();
+    let flood = std::thread::spawn(move || -> Result<()> {
+        in_netns(&flood_ns, move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            while start.elapsed().as_secs_f64() < ATTACK_FROM {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let payload = [0u8; 64 - 42];
+            while start.elapsed().as_secs_f64() < ATTACK_TO {
+                let _ = s.send_to(&payload, target);
+            }
+            Ok(())
+        })
+    });
+    let mut samples = Vec::new();
+    while start.elapsed().as_secs_f64() < ATTACK_LEN + ATTACK_STEP {
+        let s = inst.stats();
+        let n = |k: &str| s[k].as_u64().unwrap_or(0);
+        samples.push((
+            start.elapsed().as_secs_f64(),
+            n("drop_filter"),
+            n("events_sent"),
+        ));
+        std::thread::sleep(Duration::from_secs_f64(ATTACK_STEP));
+    }
+    // SAFETY: the monitor this function started, by its PID.
+    unsafe { libc::kill(monitor.id() as i32, libc::SIGINT) };
+    let _ = monitor.wait();
+    let done = legit
+        .join()
+        .map_err(|_| anyhow::anyhow!("CRR thread panicked"))??;
+    flood
+        .join()
+        .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+    let mut out = Vec::new();
+    for w in samples.windows(2) {
+        let ((t0, d0, e0), (t1, d1, e1)) = (w[0], w[1]);
+        let dt = (t1 - t0).max(1e-3);
+        let conns = done.iter().filter(|&&t| t >= t0 && t < t1).count();
+        out.push(AttackPoint {
+            t: t1,
+            crr_per_s: conns as f64 / dt,
+            drops_per_s: d1.saturating_sub(d0) as f64 / dt,
+            events_per_s: e1.saturating_sub(e0) as f64 / dt,
+        });
+    }
+    Ok(out)
+}
+
+/// Mean of a field over the points inside (or outside) the flood window.
+fn attack_mean(points: &[AttackPoint], during: bool, f: fn(&AttackPoint) -> f64) -> f64 {
+    let v: Vec<f64> = points
+        .iter()
+        .filter(|p| {
+            let inside = p.t > ATTACK_FROM + ATTACK_STEP && p.t <= ATTACK_TO;
+            inside == during && p.t <= ATTACK_LEN
+        })
+        .map(f)
+        .collect();
+    v.iter().sum::<f64>() / (v.len().max(1) as f64)
+}
+
+/// attack.png: legitimate connections/s and dropped packets/s over time.
+fn attack_chart(points: &[AttackPoint], path: &std::path::Path) -> Result<()> {
+    use plotters::prelude::*;
+    let root = BitMapBackend::new(path, (1100, 450)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(550);
+    type Pick = fn(&AttackPoint) -> f64;
+    let panels: [(&str, Pick, &str, RGBColor); 2] = [
+        (
+            "Legitimate connections (TCP_CRR)",
+            |p| p.crr_per_s,
+            "conn/s",
+            BLUE,
+        ),
+        (
+            "Flood packets dropped (drop_filter)",
+            |p| p.drops_per_s,
+            "packets/s",
+            RED,
+        ),
+    ];
+    for (area, (title, f, ylab, color)) in [left, right].into_iter().zip(panels) {
+        let ymax = points.iter().map(f).fold(0.0, f64::max) * 1.2 + 1e-9;
+        let mut ch = ChartBuilder::on(&area)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..ATTACK_LEN, 0f64..ymax)?;
+        ch.configure_mesh()
+            .x_desc("seconds (flood from 3 to 7)")
+            .y_desc(ylab)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style(("sans-serif", 13))
+            .draw()?;
+        ch.draw_series(std::iter::once(Rectangle::new(
+            [(ATTACK_FROM, 0.0), (ATTACK_TO, ymax)],
+            RGBColor(255, 200, 200).mix(0.3).filled(),
+        )))?;
+        let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.t, f(p))).collect();
+        ch.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
+        ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    root.present()?;
+    Ok(())
 }
 
 /// One control-plane operation: median of `n` runs, against the numbers in
@@ -968,6 +1160,16 @@ fn table(r: &Report) -> String {
             c.udp_kpps / b.udp_kpps
         ));
     }
+    if !r.attack.is_empty() {
+        let before = attack_mean(&r.attack, false, |p| p.crr_per_s);
+        let during = attack_mean(&r.attack, true, |p| p.crr_per_s);
+        s.push_str(&format!(
+            "Under attack (attack.png: a filtered client floods a published port, icc off, a drop monitor listening): legitimate CRR {before:.0} conn/s outside the flood, {during:.0} during it ({:.2}x), {:.0} packets/s dropped, {:.0} events/s written (rate limit)\n",
+            during / before.max(1e-9),
+            attack_mean(&r.attack, true, |p| p.drops_per_s),
+            attack_mean(&r.attack, true, |p| p.events_per_s),
+        ));
+    }
     s
 }
 
@@ -1293,6 +1495,7 @@ fn run(quick: bool, control_only: bool, out: PathBuf) -> Result<()> {
             .unwrap_or(99)
     });
     report.scale = scale;
+    report.attack = attack_timeline()?;
     report.control = control_plane(quick)?;
     std::fs::create_dir_all(&out)?;
     std::fs::write(
@@ -1300,6 +1503,7 @@ fn run(quick: bool, control_only: bool, out: PathBuf) -> Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     chart(&report, &out.join("scale.png"))?;
+    attack_chart(&report.attack, &out.join("attack.png"))?;
     let t = format!("{}\n{}", table(&report), control_table(&report.control));
     std::fs::write(out.join("table.md"), &t)?;
     println!(
@@ -1308,7 +1512,10 @@ fn run(quick: bool, control_only: bool, out: PathBuf) -> Result<()> {
         report.machine,
         if quick { " (--quick)" } else { "" }
     );
-    println!("Wrote {}/results.json, table.md, scale.png", out.display());
+    println!(
+        "Wrote {}/results.json, table.md, scale.png, attack.png",
+        out.display()
+    );
     Ok(())
 }
 
