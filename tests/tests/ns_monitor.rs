@@ -92,7 +92,7 @@ fn by_container(inst: &Instance, name: &str) -> Value {
         .unwrap_or_else(|| panic!("container {name} in {v}"))
 }
 
-fn metrics(inst: &Instance, sock: &std::path::Path) -> String {
+fn metrics(sock: &std::path::Path) -> String {
     let out = std::process::Command::new("curl")
         .args(["-sf", "--unix-socket"])
         .arg(sock)
@@ -100,7 +100,6 @@ fn metrics(inst: &Instance, sock: &std::path::Path) -> String {
         .output()
         .unwrap();
     assert!(out.status.success(), "GET /metrics: {out:?}");
-    let _ = inst;
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -280,7 +279,7 @@ fn events_counters_and_metrics_match_known_traffic() {
     );
 
     // Prometheus: valid for promtool, the same numbers.
-    let text = metrics(&inst, &sock);
+    let text = metrics(&sock);
     let mut check = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
