@@ -46,6 +46,16 @@ pub enum DropReason {
     /// by the tail-called program (the entry function does the tail call,
     /// the only place the verifier allows it). Never counted under this slot.
     AnswerFragNeeded = 24,
+    /// Not a drop: a packet no flow knows, which the hook's second stage
+    /// (tail-called, slot `JUMP_VETH_NEW` or `JUMP_UPLINK_NEW`) handles.
+    /// Never counted here.
+    NewFlow = 28,
+    /// Not a drop: a new flow from a container to be masqueraded, which the
+    /// veth's third stage (slot `JUMP_VETH_MASQ`) handles. Never counted here.
+    Masquerade = 30,
+    /// A tail-call target was missing from `JUMPS` (only possible while its
+    /// programs are being replaced): dropped rather than passed untranslated.
+    NoProgram = 29,
 }
 
 /// Non-drop events that are counted as well.
@@ -91,6 +101,7 @@ pub const COUNTER_NAMES: &[(u32, &str)] = &[
     (DropReason::ConntrackConflict as u32, "drop_ct_conflict"),
     (DropReason::IcmpForeign as u32, "drop_icmp_foreign"),
     (DropReason::TooBig as u32, "drop_too_big"),
+    (DropReason::NoProgram as u32, "drop_no_program"),
     (Counter::Dnat as u32, "dnat"),
     (Counter::ReverseDnat as u32, "reverse_dnat"),
     (Counter::Snat as u32, "snat"),

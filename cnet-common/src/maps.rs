@@ -42,8 +42,19 @@ pub const ALLOW_MAX: u32 = 65536;
 pub const FILTERS: &str = "FILTERS";
 pub const FILTERS_MAX: u32 = 256;
 pub const FILTER_SLOTS: u32 = 2 * FILTERS_MAX;
-/// Tail-call targets (a program array): slot 0 answers "fragmentation needed".
+/// Tail-call targets (a program array), slots `JUMP_*`.
 pub const JUMPS: &str = "JUMPS";
+/// Slot of the program that answers "fragmentation needed".
+pub const JUMP_FRAG_NEEDED: u32 = 0;
+/// Slot of the second stage of a container's veth: new flows (icc,
+/// hairpin). Its own program, so the verifier checks it once
+/// instead of once per path of the first stage.
+pub const JUMP_VETH_NEW: u32 = 1;
+/// Slot of the veth's third stage: a new flow, masqueraded.
+pub const JUMP_VETH_MASQ: u32 = 2;
+/// Slot of the uplink's second stage: new flows to published ports.
+pub const JUMP_UPLINK_NEW: u32 = 3;
+pub const JUMPS_MAX: u32 = 4;
 /// One `u32`: which half of `FILTERS` is live (0 or 1).
 pub const FILTER_SET: &str = "FILTER_SET";
 /// Per-CPU packet counts per filter rule id (survive reordering and swaps).

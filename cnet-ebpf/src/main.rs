@@ -28,7 +28,8 @@ use cnet_common::{
     DropReason,
     maps::{
         CONFIG_MASQUERADE, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, CtEntry, CtKey,
-        EVENT_FLOW_NEW, NETWORK_NO_MASQ, PROTO_ICMP,
+        EVENT_FLOW_NEW, JUMP_UPLINK_NEW, JUMP_VETH_MASQ, JUMP_VETH_NEW, NETWORK_NO_MASQ,
+        PROTO_ICMP,
     },
 };
 
@@ -42,7 +43,15 @@ use crate::{
 /// ports and reverse-translates replies to masqueraded flows.
 #[classifier]
 pub fn cnet_uplink_ingress(ctx: TcContext) -> i32 {
-    mtu::verdict(&ctx, try_uplink_ingress(&ctx))
+    next_stage(&ctx, try_uplink_ingress(&ctx), JUMP_UPLINK_NEW)
+}
+
+/// The uplink's second stage, reached by tail call from
+/// `cnet_uplink_ingress` for a packet no flow knows: a new flow to a
+/// published port, or the policy for traffic from outside.
+#[classifier]
+pub fn cnet_uplink_new(ctx: TcContext) -> i32 {
+    mtu::verdict(&ctx, try_uplink_new(&ctx))
 }
 
 /// Reached by a tail call only: answers a DF packet that is too big for its
@@ -62,7 +71,39 @@ pub fn cnet_uplink_xdp(ctx: XdpContext) -> u32 {
 /// Reverse-DNATs replies, masquerades outgoing flows, handles hairpin.
 #[classifier]
 pub fn cnet_veth_ingress(ctx: TcContext) -> i32 {
-    mtu::verdict(&ctx, try_veth_ingress(&ctx))
+    next_stage(&ctx, try_veth_ingress(&ctx), JUMP_VETH_NEW)
+}
+
+/// The veth's second stage, reached by tail call from `cnet_veth_ingress`
+/// for a packet no flow knows: icc, `--internal`, hairpin.
+#[classifier]
+pub fn cnet_veth_new(ctx: TcContext) -> i32 {
+    next_stage(&ctx, try_veth_new(&ctx), JUMP_VETH_NEW)
+}
+
+/// The veth's third stage, reached by tail call from `cnet_veth_new`: a new
+/// flow leaving the host, masqueraded.
+#[classifier]
+pub fn cnet_veth_masq(ctx: TcContext) -> i32 {
+    mtu::verdict(&ctx, try_veth_masq(&ctx))
+}
+
+/// The TC programs come in stages, programs of their own chained by tail
+/// calls, so the verifier checks each once instead of once per path of the
+/// ones before (one program took a second to load). A stage asks for the
+/// next with one of the pseudo drop reasons (`NewFlow` goes to `new_flow`,
+/// the hook's second stage); a missing target drops the packet rather than
+/// let it pass untranslated.
+#[inline(always)]
+fn next_stage(ctx: &TcContext, r: Result<Action, DropReason>, new_flow: u32) -> i32 {
+    let slot = match r {
+        Err(DropReason::NewFlow) => new_flow,
+        Err(DropReason::Masquerade) => JUMP_VETH_MASQ,
+        _ => return mtu::verdict(ctx, r),
+    };
+    // SAFETY: a tail call with our own context; on success it does not return.
+    unsafe { maps::JUMPS.tail_call(ctx, slot) };
+    verdict::tc(ctx, Err(DropReason::NoProgram))
 }
 
 /// Host-local access: `connect()` to a published port goes to the container.
@@ -141,6 +182,18 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     if let Some(action) = tracked(ctx, &ip, &flow, false)? {
         return Ok(action);
     }
+    // Untracked: the second stage decides (see cnet_uplink_new).
+    Err(DropReason::NewFlow)
+}
+
+/// A packet from outside that no flow knows: a SYN (or UDP datagram) to a
+/// published port opens a DNAT flow; everything else meets the policy for
+/// traffic from outside.
+fn try_uplink_new(ctx: &TcContext) -> Result<Action, DropReason> {
+    let ip = Ipv4View::parse_again(ctx)?;
+    let Some(flow) = Flow::parse(ctx, &ip)? else {
+        return policy::from_outside(ip.daddr).map(|()| Action::PASS);
+    };
     let k = &flow.key;
     // Only a SYN (or any UDP datagram) opens a flow to a published port: a
     // stray ACK creates no state (netfilter without loose pickup).
@@ -175,6 +228,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         .map(|f| (f.key.sport, f.key.dport))
         .unwrap_or((0, 0));
     let verdict = policy::filters_delivered(ip.saddr, ip.daddr, ip.proto, dport, true)?;
+    keep_verdict(ctx, verdict);
     let Some(flow) = flow else {
         if ip.later_fragment {
             if let Some(action) = frag::follow(ctx, &ip)? {
@@ -188,7 +242,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         }
         // Protocols cnet does not translate, and later fragments: icc and
         // --internal apply to them as to everything else.
-        if verdict == policy::Verdict::None {
+        if !allowed(ctx) {
             policy::icc(ip.saddr, ip.daddr, ip.proto, sport, dport)?;
             policy::internal(ip.saddr, ip.daddr, maps::is_host_addr(ip.daddr))?;
         }
@@ -202,7 +256,22 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     if let Some(action) = tracked(ctx, &ip, &flow, true)? {
         return Ok(action);
     }
-    if verdict == policy::Verdict::None {
+    // Untracked: the second stage decides (see cnet_veth_new).
+    Err(DropReason::NewFlow)
+}
+
+/// A packet from a container that no flow knows: icc and `--internal` (unless
+/// an allow rule matched), then a new flow by hairpin, or on to masquerade. The
+/// first stage checked the sender, ran the filters and left their verdict
+/// in the control block; parsing again costs less than the verifier time
+/// one program doing both cost.
+fn try_veth_new(ctx: &TcContext) -> Result<Action, DropReason> {
+    let ip = Ipv4View::parse_again(ctx)?;
+    let Some(flow) = Flow::parse(ctx, &ip)? else {
+        return Ok(Action::PASS);
+    };
+    let (sport, dport) = (flow.key.sport, flow.key.dport);
+    if !allowed(ctx) {
         policy::icc(ip.saddr, ip.daddr, ip.proto, sport, dport)?;
         policy::internal(ip.saddr, ip.daddr, maps::is_host_addr(ip.daddr))?;
     }
@@ -238,16 +307,43 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     if !would_masquerade(k.saddr, k.daddr) {
         return Ok(Action::PASS);
     }
+    Err(DropReason::Masquerade)
+}
+
+/// A new flow from a container leaving the host (the second stage checked
+/// policy and that it is to be masqueraded): a source port, the pair of
+/// conntrack entries, the rewrite, out of the uplink.
+fn try_veth_masq(ctx: &TcContext) -> Result<Action, DropReason> {
+    let ip = Ipv4View::parse_again(ctx)?;
+    let Some(flow) = Flow::parse(ctx, &ip)? else {
+        return Ok(Action::PASS);
+    };
+    let k = &flow.key;
     let Some((egress, addr)) = redirect::uplink_for(ctx, &flow, ifindex(ctx)) else {
         return Ok(Action::PASS);
     };
-    mtu::check(ctx, k.daddr, egress, true)?;
+    mtu::check_dev(ctx, egress, true)?;
     let fwd = nat::masquerade(ctx, &flow, addr, egress, CT_REV_SNAT, CT_SNAT, ctx.len())?;
     nat::rewrite(ctx, &flow, &fwd)?;
     count_kind(CT_SNAT);
     opened(ctx, CT_SNAT, k, &fwd);
     frag::remember(&ip, fwd.saddr, fwd.daddr, egress);
     deliver(ctx, fwd.daddr, egress)
+}
+
+/// Keeps the filter verdict in the packet's control block for the second
+/// stage (cb[0] and cb[1] belong to mtu.rs).
+#[inline(always)]
+fn keep_verdict(ctx: &TcContext, v: policy::Verdict) {
+    // SAFETY: cb is scratch space for programs in the skb we were handed.
+    unsafe { (*ctx.skb.skb).cb[4] = u32::from(v == policy::Verdict::Allow) };
+}
+
+/// Whether an allow rule matched this packet (see `keep_verdict`).
+#[inline(always)]
+fn allowed(ctx: &TcContext) -> bool {
+    // SAFETY: as in keep_verdict.
+    unsafe { (*ctx.skb.skb).cb[4] != 0 }
 }
 
 /// A new translated flow: counted on its published port (DNAT), logged and

@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use cnet_common::maps::{
     ALLOW_MAX, AllowKey, CONNTRACK_MAX, Config, CtEntry, CtKey, ENDPOINTS_MAX, Endpoint,
-    FILTER_SLOTS, FRAGS_MAX, Filter, FragKey, FragValue, HOST_ADDRS_MAX, NETWORKS_MAX, Network,
-    PORTS_MAX, PortKey, PortValue, SOCK_REV_MAX, SockRevKey, SockRevValue, UPLINKS_MAX, Uplink,
+    FILTER_SLOTS, FRAGS_MAX, Filter, FragKey, FragValue, HOST_ADDRS_MAX, JUMPS_MAX, NETWORKS_MAX,
+    Network, PORTS_MAX, PortKey, PortValue, SOCK_REV_MAX, SockRevKey, SockRevValue, UPLINKS_MAX,
+    Uplink,
 };
 
 #[map(name = "STATS")]
@@ -47,7 +48,7 @@ pub static ALLOW: HashMap<AllowKey, u32> = HashMap::with_max_entries(ALLOW_MAX, 
 pub static FILTERS: Array<Filter> = Array::with_max_entries(FILTER_SLOTS, 0);
 
 #[map(name = "JUMPS")]
-pub static JUMPS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static JUMPS: ProgramArray = ProgramArray::with_max_entries(JUMPS_MAX, 0);
 
 #[map(name = "FILTER_SET")]
 pub static FILTER_SET: Array<u32> = Array::with_max_entries(1, 0);

@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::{bpf_check_mtu, bpf_redirect, bpf_skb_change_tail},
     programs::TcContext,
 };
-use cnet_common::{DropReason, csum};
+use cnet_common::{DropReason, csum, maps::JUMP_FRAG_NEEDED};
 
 use crate::{
     hdr::{
@@ -21,9 +21,6 @@ use crate::{
     maps::{ENDPOINTS, JUMPS, config},
     verdict::Action,
 };
-
-/// Slot of the answer program in `JUMPS`.
-pub const JUMP_FRAG_NEEDED: u32 = 0;
 
 /// Length of the answer: Ethernet, IPv4, ICMP header, the original IPv4
 /// header and its first 8 payload bytes.
@@ -43,11 +40,17 @@ pub fn check(
         out_ifindex
     } else {
         // SAFETY: value copied out at once.
-        match unsafe { ENDPOINTS.get(daddr) } {
-            Some(ep) => ep.ifindex,
-            None => return Ok(()),
-        }
+        unsafe { ENDPOINTS.get(daddr) }.map_or(0, |ep| ep.ifindex)
     };
+    if dev == 0 {
+        return Ok(());
+    }
+    check_dev(ctx, dev, from_container)
+}
+
+/// [`check`] against device `dev`.
+#[inline(always)]
+pub fn check_dev(ctx: &TcContext, dev: u32, from_container: bool) -> Result<(), DropReason> {
     let mut mtu: u32 = 0;
     // SAFETY: helper with a valid context and a stack variable.
     let rc = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), dev, &mut mtu, 0, 0) };

@@ -7,6 +7,7 @@
 //! only on paths that drop a packet, open or close a flow, or hit a filter.
 //! A per-CPU token bucket bounds how many events a flood can write.
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -26,17 +27,21 @@ use crate::{
     verdict::count,
 };
 
+// The per-CPU counter maps are not preallocated: preallocating every
+// possible entry on every CPU took a quarter of a second of `cnet up`, and
+// entries are added by the control plane (containers, ports) or once per
+// container and reason (drops), not per packet.
 #[map(name = "EP_STATS")]
 pub static EP_STATS: PerCpuHashMap<u32, EpStats> =
-    PerCpuHashMap::with_max_entries(ENDPOINTS_MAX, 0);
+    PerCpuHashMap::with_max_entries(ENDPOINTS_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "DROP_STATS")]
 pub static DROP_STATS: PerCpuHashMap<DropKey, u64> =
-    PerCpuHashMap::with_max_entries(DROP_STATS_MAX, 0);
+    PerCpuHashMap::with_max_entries(DROP_STATS_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "PORT_STATS")]
 pub static PORT_STATS: PerCpuHashMap<PortKey, PortStats> =
-    PerCpuHashMap::with_max_entries(PORTS_MAX, 0);
+    PerCpuHashMap::with_max_entries(PORTS_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -91,10 +96,17 @@ fn take_token() -> bool {
     true
 }
 
+/// Room to build an event in, per CPU, off the BPF stack (the verifier
+/// allows 512 bytes for a whole call chain, and the main functions use most
+/// of it). Slot 0 is for TC and XDP, which do not interrupt one another on
+/// a CPU.
+#[map(name = "EVENT_SCRATCH")]
+static EVENT_SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
 /// Writes `ev` (stamped now) unless the rate limit or a full buffer says no;
 /// each outcome is counted.
-#[inline(never)]
-pub fn emit(ev: &mut Event) {
+#[inline(always)]
+fn emit(ev: &mut Event) {
     if !take_token() {
         count(Counter::EventsSuppressed as u32);
         return;
@@ -107,45 +119,50 @@ pub fn emit(ev: &mut Event) {
     }
 }
 
-/// An event about one tuple (no translation).
+/// Fills this CPU's scratch event with `orig` as the tuple it came with and
+/// returns it for the caller to finish; `None` only if the map is missing.
 #[inline(always)]
-pub fn tuple_event(kind: u8, reason: u8, ifindex: u32, t: &CtKey) -> Event {
-    Event {
-        kind,
-        reason,
-        proto: t.proto,
-        ifindex,
-        orig_saddr: t.saddr,
-        orig_daddr: t.daddr,
-        orig_sport: t.sport,
-        orig_dport: t.dport,
-        xlat_saddr: t.saddr,
-        xlat_daddr: t.daddr,
-        xlat_sport: t.sport,
-        xlat_dport: t.dport,
-        ..Event::default()
+fn scratch(kind: u8, reason: u8, ifindex: u32, orig: &CtKey) -> Option<&'static mut Event> {
+    // SAFETY: this CPU's slot, used by one program at a time (see above).
+    let ev = unsafe { &mut *EVENT_SCRATCH.get_ptr_mut(0)? };
+    ev.kind = kind;
+    ev.reason = reason;
+    ev.proto = orig.proto;
+    ev._pad = 0;
+    ev.ifindex = ifindex;
+    ev.orig_saddr = orig.saddr;
+    ev.orig_daddr = orig.daddr;
+    ev.orig_sport = orig.sport;
+    ev.orig_dport = orig.dport;
+    ev.xlat_saddr = orig.saddr;
+    ev.xlat_daddr = orig.daddr;
+    ev.xlat_sport = orig.sport;
+    ev.xlat_dport = orig.dport;
+    ev.rule = 0;
+    ev._pad2 = 0;
+    Some(ev)
+}
+
+/// Emits an event about one tuple (no translation): a drop, or a hit of
+/// filter rule `rule` (0 for drops).
+#[inline(never)]
+pub fn tuple_event(kind: u8, reason: u8, ifindex: u32, t: &CtKey, rule: u32) {
+    if let Some(ev) = scratch(kind, reason, ifindex, t) {
+        ev.rule = rule;
+        emit(ev);
     }
 }
 
-/// A flow event: the tuple as it came and as it leaves.
+/// Emits a flow event: the tuple as it came and as it leaves.
 #[inline(never)]
 pub fn flow_event(kind: u8, ct_kind: u8, ifindex: u32, from: &CtKey, to: &CtEntry) {
-    let mut ev = Event {
-        kind,
-        reason: ct_kind,
-        proto: from.proto,
-        ifindex,
-        orig_saddr: from.saddr,
-        orig_daddr: from.daddr,
-        orig_sport: from.sport,
-        orig_dport: from.dport,
-        xlat_saddr: to.saddr,
-        xlat_daddr: to.daddr,
-        xlat_sport: to.sport,
-        xlat_dport: to.dport,
-        ..Event::default()
-    };
-    emit(&mut ev);
+    if let Some(ev) = scratch(kind, ct_kind, ifindex, from) {
+        ev.xlat_saddr = to.saddr;
+        ev.xlat_daddr = to.daddr;
+        ev.xlat_sport = to.sport;
+        ev.xlat_dport = to.dport;
+        emit(ev);
+    }
 }
 
 /// A dropped packet seen by TC: its tuple read from the packet, as it is now.
@@ -171,8 +188,7 @@ pub fn drop_event(ctx: &TcContext, reason: u32) {
     // SAFETY: reading a field of the context the kernel handed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let t = CtKey::new(saddr, daddr, sport, dport, proto);
-    let mut ev = tuple_event(EVENT_DROP, reason as u8, ifindex, &t);
-    emit(&mut ev);
+    tuple_event(EVENT_DROP, reason as u8, ifindex, &t, 0);
 }
 
 /// A packet the container at `addr` sent.

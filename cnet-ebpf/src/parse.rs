@@ -53,15 +53,30 @@ impl Ipv4View {
 
     /// The one IPv4 header check, shared by TC (header copied out of the skb)
     /// and XDP (header read in place): version 4, a header length of at
-    /// least 20 bytes that fits in the frame's `frame_len` bytes.
+    /// least 20 bytes that fits in the frame's `frame_len` bytes. Counts
+    /// headers with options.
     #[inline(always)]
     pub fn from_hdr(hdr: &Ipv4Hdr, frame_len: usize) -> Result<Self, DropReason> {
+        let v = Self::check(hdr, frame_len)?;
+        if v.hlen > IPV4_MIN_LEN {
+            count(Counter::IpOptions as u32);
+        }
+        Ok(v)
+    }
+
+    /// The header of a packet a first stage already parsed and counted
+    /// (a tail-called program): the same checks, nothing counted twice.
+    #[inline(always)]
+    pub fn parse_again(ctx: &TcContext) -> Result<Self, DropReason> {
+        let hdr: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(|_| DropReason::MalformedIp)?;
+        Self::check(&hdr, ctx.len() as usize)
+    }
+
+    #[inline(always)]
+    fn check(hdr: &Ipv4Hdr, frame_len: usize) -> Result<Self, DropReason> {
         let hlen = usize::from(hdr.ihl());
         if hdr.version() != 4 || hlen < IPV4_MIN_LEN || ETH_HLEN + hlen > frame_len {
             return Err(DropReason::MalformedIp);
-        }
-        if hlen > IPV4_MIN_LEN {
-            count(Counter::IpOptions as u32);
         }
         let frags = u16::from_be_bytes(hdr.frags);
         Ok(Self {

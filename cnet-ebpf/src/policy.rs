@@ -152,9 +152,7 @@ fn filter_hit(scan: &Scan, count_all: bool) {
     if (count_all || drop) && crate::observe::wanted(EVENT_FILTER) {
         let action = if drop { FILTER_DROP } else { FILTER_ALLOW };
         let t = CtKey::new(scan.saddr, scan.daddr, 0, scan.dport.to_be(), scan.proto);
-        let mut ev = crate::observe::tuple_event(EVENT_FILTER, action, 0, &t);
-        ev.rule = scan.rule;
-        crate::observe::emit(&mut ev);
+        crate::observe::tuple_event(EVENT_FILTER, action, 0, &t, scan.rule);
     }
 }
 

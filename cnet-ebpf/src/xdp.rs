@@ -93,7 +93,5 @@ fn drop_event(ctx: &XdpContext, reason: u32) {
     // SAFETY: reading a field of the context the kernel handed us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let t = cnet_common::maps::CtKey::new(saddr, daddr, 0, dport, proto);
-    let mut ev =
-        crate::observe::tuple_event(cnet_common::maps::EVENT_DROP, reason as u8, ifindex, &t);
-    crate::observe::emit(&mut ev);
+    crate::observe::tuple_event(cnet_common::maps::EVENT_DROP, reason as u8, ifindex, &t, 0);
 }

@@ -22,6 +22,12 @@ pub const UPLINK_XDP: &str = "cnet_uplink_xdp";
 pub const VETH_PROG: &str = "cnet_veth_ingress";
 /// Reached by tail call from the TC programs (never attached).
 pub const FRAG_NEEDED_PROG: &str = "cnet_frag_needed";
+/// The veth's second stage (new flows), reached by tail call from `VETH_PROG`.
+pub const VETH_NEW_PROG: &str = "cnet_veth_new";
+/// The uplink's second stage (new flows), reached by tail call from `UPLINK_PROG`.
+pub const UPLINK_NEW_PROG: &str = "cnet_uplink_new";
+/// The veth's third stage (masquerade), reached by tail call from `VETH_NEW_PROG`.
+pub const VETH_MASQ_PROG: &str = "cnet_veth_masq";
 /// The host-local hooks and their attach types.
 pub const SOCK_PROGS: &[(&str, CgroupSockAddrAttachType)] = &[
     ("cnet_connect4", CgroupSockAddrAttachType::Connect4),
@@ -81,7 +87,48 @@ pub fn load_and_pin(paths: &Paths) -> Result<()> {
         loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(object).context("loading the eBPF object")?;
-    for (name, prog) in ebpf.programs_mut() {
+    // The verifier takes most of `cnet up`: the programs are checked on two
+    // threads (the kernel verifies loads in parallel), shared out by their
+    // verification time.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut cost_a, mut cost_b) = (0, 0);
+    let mut progs: Vec<(&str, &mut Program)> = ebpf.programs_mut().collect();
+    progs.sort_by_key(|(name, _)| std::cmp::Reverse(verify_cost(name)));
+    for p in progs {
+        if cost_a <= cost_b {
+            cost_a += verify_cost(p.0);
+            a.push(p);
+        } else {
+            cost_b += verify_cost(p.0);
+            b.push(p);
+        }
+    }
+    std::thread::scope(|s| {
+        let other = s.spawn(|| load_all(paths, b));
+        let mine = load_all(paths, a);
+        other
+            .join()
+            .map_err(|_| anyhow::anyhow!("a program loading thread panicked"))?
+            .and(mine)
+    })?;
+    fill_jumps(&mut ebpf)
+}
+
+/// About how long the verifier takes on a program, in milliseconds
+/// (measured with tests/examples/verify_cost.rs; the small ones count 1).
+fn verify_cost(name: &str) -> u32 {
+    match name {
+        VETH_MASQ_PROG => 90,
+        VETH_NEW_PROG => 48,
+        VETH_PROG => 43,
+        UPLINK_NEW_PROG | UPLINK_PROG => 38,
+        _ => 1,
+    }
+}
+
+/// Loads and pins each program of `progs`.
+fn load_all(paths: &Paths, progs: Vec<(&str, &mut Program)>) -> Result<()> {
+    for (name, prog) in progs {
         let loaded = match prog {
             Program::SchedClassifier(p) => p.load(),
             Program::Xdp(p) => p.load(),
@@ -94,26 +141,38 @@ pub fn load_and_pin(paths: &Paths) -> Result<()> {
         prog.pin(&pin)
             .with_context(|| format!("pinning {name} at {}", pin.display()))?;
     }
-    fill_jumps(&mut ebpf)
+    Ok(())
 }
 
 /// Puts the tail-call targets into the JUMPS program array (pinned with the
 /// maps, so it keeps them while no cnet process runs).
 pub fn fill_jumps(ebpf: &mut aya::Ebpf) -> Result<()> {
-    let fd = ebpf
-        .program(FRAG_NEEDED_PROG)
-        .with_context(|| format!("no program {FRAG_NEEDED_PROG} in the object"))?
-        .fd()
-        .with_context(|| format!("{FRAG_NEEDED_PROG} is not loaded"))?
-        .try_clone()
-        .context("duplicating a program fd")?;
+    let mut fds = Vec::new();
+    for (slot, name) in [
+        (maps::JUMP_FRAG_NEEDED, FRAG_NEEDED_PROG),
+        (maps::JUMP_VETH_NEW, VETH_NEW_PROG),
+        (maps::JUMP_VETH_MASQ, VETH_MASQ_PROG),
+        (maps::JUMP_UPLINK_NEW, UPLINK_NEW_PROG),
+    ] {
+        let fd = ebpf
+            .program(name)
+            .with_context(|| format!("no program {name} in the object"))?
+            .fd()
+            .with_context(|| format!("{name} is not loaded"))?
+            .try_clone()
+            .context("duplicating a program fd")?;
+        fds.push((slot, name, fd));
+    }
     let map = ebpf
         .map_mut(maps::JUMPS)
         .with_context(|| format!("no map {} in the object", maps::JUMPS))?;
     let mut jumps = aya::maps::ProgramArray::try_from(map).context("map JUMPS")?;
-    jumps
-        .set(0, &fd, 0)
-        .context("installing the fragmentation-needed program in JUMPS")
+    for (slot, name, fd) in &fds {
+        jumps
+            .set(*slot, fd, 0)
+            .with_context(|| format!("installing {name} in JUMPS slot {slot}"))?;
+    }
+    Ok(())
 }
 
 /// Attaches the pinned TC program `prog` to `iface`'s ingress and pins the

@@ -9,8 +9,8 @@ use cnet_common::{
     Counter, DropReason, addr_key,
     maps::{
         CONFIG_MASQUERADE, CONNTRACK, CT_SEEN_FIN, CT_SEEN_SYN, Config, CtEntry, CtKey, ENDPOINTS,
-        Endpoint, HOST_ADDRS, MASQ_PORT_HI, MASQ_PORT_LO, PORTS, PROTO_TCP, PROTO_UDP, PortKey,
-        PortValue, UPLINKS, Uplink,
+        Endpoint, HOST_ADDRS, JUMP_UPLINK_NEW, JUMP_VETH_NEW, JUMPS, MASQ_PORT_HI, MASQ_PORT_LO,
+        PORTS, PROTO_TCP, PROTO_UDP, PortKey, PortValue, UPLINKS, Uplink,
     },
     port_key,
 };
@@ -252,6 +252,49 @@ fn hairpin_to_self_and_to_another_container() {
     assert_eq!(r.verdict, TC_ACT_REDIRECT);
     assert_eq!(verify(&r.frame), tuple(HOST, 8080, C2, 7000, PROTO_TCP));
     assert_eq!(&r.frame[0..6], &C2_MAC, "delivered to C2");
+}
+
+/// Removes tail-call target `slot` from JUMPS, as a half-finished program
+/// replacement would leave it.
+fn drop_stage(l: &mut Loaded, slot: u32) {
+    let map = l.ebpf.map_mut(JUMPS).unwrap();
+    let mut jumps = aya::maps::ProgramArray::try_from(map).unwrap();
+    jumps.clear_index(&slot).unwrap();
+}
+
+#[test]
+fn a_missing_stage_drops_new_flows_instead_of_passing_them_untranslated() {
+    let mut l = seeded();
+    let no_program = DropReason::NoProgram as u32;
+    // Positive controls: with every stage in place, a hairpin and a DNAT open.
+    let r = l.run_tc(VETH, &frames::tcp((C2, 7000), (HOST, 8080), "S", b""));
+    assert_eq!(r.verdict, TC_ACT_REDIRECT);
+    assert_eq!(verify(&r.frame), tuple(C2, 7000, C1, 80, PROTO_TCP));
+    let r = l.run_tc(
+        UPLINK,
+        &frames::tcp((CLIENT, 40000), (HOST, 8080), "S", b""),
+    );
+    assert_eq!(r.verdict, TC_ACT_REDIRECT);
+    assert_eq!(verify(&r.frame), tuple(CLIENT, 40000, C1, 80, PROTO_TCP));
+    let entries = l.conntrack().len();
+    assert_eq!(l.counter(no_program), 0);
+
+    drop_stage(&mut l, JUMP_VETH_NEW);
+    drop_stage(&mut l, JUMP_UPLINK_NEW);
+    // Established flows never leave the first stage: they still work.
+    let r = l.run_tc(VETH, &frames::tcp((C1, 80), (C2, 7000), "SA", b""));
+    assert_eq!(r.verdict, TC_ACT_REDIRECT);
+    assert_eq!(verify(&r.frame), tuple(HOST, 8080, C2, 7000, PROTO_TCP));
+    // New ones are dropped, counted, and leave no state.
+    let syn = frames::tcp((C2, 7001), (HOST, 8080), "S", b"");
+    let r = l.run_tc(VETH, &syn);
+    assert_eq!((r.verdict, &r.frame), (TC_ACT_SHOT, &syn));
+    assert_eq!(l.counter(no_program), 1);
+    let syn = frames::tcp((CLIENT, 40001), (HOST, 8080), "S", b"");
+    let r = l.run_tc(UPLINK, &syn);
+    assert_eq!((r.verdict, &r.frame), (TC_ACT_SHOT, &syn));
+    assert_eq!(l.counter(no_program), 2);
+    assert_eq!(l.conntrack().len(), entries, "no flow was opened");
 }
 
 #[test]
