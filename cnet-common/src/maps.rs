@@ -356,6 +356,12 @@ pub const CT_DNAT: u8 = 1;
 pub const CT_REV_DNAT: u8 = 2;
 pub const CT_SNAT: u8 = 3;
 pub const CT_REV_SNAT: u8 = 4;
+/// Flow event kinds that are not conntrack kinds (`Event::reason` of a new
+/// flow): a container reaching a published port through a host address (a
+/// `CT_DNAT` pair in conntrack), and a host process's connect() to a
+/// published port, rewritten by the socket hook (nothing in conntrack).
+pub const FLOW_HAIRPIN: u8 = 5;
+pub const FLOW_HOST_LOCAL: u8 = 6;
 
 /// `CtEntry::port_key`: the published port matched its exact host address.
 pub const CT_PORT_EXACT: u8 = 1;

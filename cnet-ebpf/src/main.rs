@@ -28,8 +28,8 @@ use cnet_common::{
     DropReason,
     maps::{
         CONFIG_MASQUERADE, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, CtEntry, CtKey,
-        EVENT_FLOW_NEW, JUMP_UPLINK_NEW, JUMP_VETH_MASQ, JUMP_VETH_NEW, NETWORK_NO_MASQ,
-        PROTO_ICMP,
+        EVENT_FLOW_NEW, FLOW_HAIRPIN, JUMP_UPLINK_NEW, JUMP_VETH_MASQ, JUMP_VETH_NEW,
+        NETWORK_NO_MASQ, PROTO_ICMP,
     },
 };
 
@@ -109,12 +109,12 @@ fn next_stage(ctx: &TcContext, r: Result<Action, DropReason>, new_flow: u32) -> 
 /// Host-local access: `connect()` to a published port goes to the container.
 #[cgroup_sock_addr(connect4)]
 pub fn cnet_connect4(ctx: SockAddrContext) -> i32 {
-    sock::to_container(&ctx)
+    sock::to_container(&ctx, true)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn cnet_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock::to_container(&ctx)
+    sock::to_container(&ctx, false)
 }
 
 #[cgroup_sock_addr(recvmsg4)]
@@ -299,7 +299,7 @@ fn try_veth_new(ctx: &TcContext) -> Result<Action, DropReason> {
         nat::create_pair(&flow, &fwd, CT_REV_DNAT, 0, false, ctx.len())?;
         nat::rewrite(ctx, &flow, &fwd)?;
         count_kind(CT_DNAT);
-        opened(ctx, CT_DNAT, k, &fwd);
+        opened(ctx, FLOW_HAIRPIN, k, &fwd);
         frag::remember(&ip, fwd.saddr, fwd.daddr, 0);
         return deliver(ctx, fwd.daddr, 0);
     }

@@ -17,8 +17,9 @@ use cnet_common::{
     Counter,
     maps::{
         CT_DNAT, CT_PORT_ANY, CT_PORT_EXACT, CT_REV_DNAT, CtEntry, CtKey, DROP_STATS_MAX, DropKey,
-        ENDPOINTS_MAX, EVENT_DROP, EVENTS_BYTES, EpStats, Event, Monitor, PORTS_MAX, PROTO_ICMP,
-        PROTO_TCP, PROTO_UDP, PortKey, PortStats, RateLimit,
+        ENDPOINTS_MAX, EVENT_DROP, EVENT_FLOW_NEW, EVENTS_BYTES, EpStats, Event, FLOW_HOST_LOCAL,
+        Monitor, PORTS_MAX, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PortKey, PortStats, PortValue,
+        RateLimit,
     },
 };
 
@@ -99,9 +100,12 @@ fn take_token() -> bool {
 /// Room to build an event in, per CPU, off the BPF stack (the verifier
 /// allows 512 bytes for a whole call chain, and the main functions use most
 /// of it). Slot 0 is for TC and XDP, which do not interrupt one another on
-/// a CPU.
+/// a CPU; slot 1 for the socket hooks, which run in process context that a
+/// softirq (TC, XDP) can interrupt.
 #[map(name = "EVENT_SCRATCH")]
-static EVENT_SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+static EVENT_SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(2, 0);
+const SCRATCH_PACKET: u32 = 0;
+const SCRATCH_SOCKET: u32 = 1;
 
 /// Writes `ev` (stamped now) unless the rate limit or a full buffer says no;
 /// each outcome is counted.
@@ -122,9 +126,15 @@ fn emit(ev: &mut Event) {
 /// Fills this CPU's scratch event with `orig` as the tuple it came with and
 /// returns it for the caller to finish; `None` only if the map is missing.
 #[inline(always)]
-fn scratch(kind: u8, reason: u8, ifindex: u32, orig: &CtKey) -> Option<&'static mut Event> {
+fn scratch(
+    slot: u32,
+    kind: u8,
+    reason: u8,
+    ifindex: u32,
+    orig: &CtKey,
+) -> Option<&'static mut Event> {
     // SAFETY: this CPU's slot, used by one program at a time (see above).
-    let ev = unsafe { &mut *EVENT_SCRATCH.get_ptr_mut(0)? };
+    let ev = unsafe { &mut *EVENT_SCRATCH.get_ptr_mut(slot)? };
     ev.kind = kind;
     ev.reason = reason;
     ev.proto = orig.proto;
@@ -147,7 +157,7 @@ fn scratch(kind: u8, reason: u8, ifindex: u32, orig: &CtKey) -> Option<&'static 
 /// filter rule `rule` (0 for drops).
 #[inline(never)]
 pub fn tuple_event(kind: u8, reason: u8, ifindex: u32, t: &CtKey, rule: u32) {
-    if let Some(ev) = scratch(kind, reason, ifindex, t) {
+    if let Some(ev) = scratch(SCRATCH_PACKET, kind, reason, ifindex, t) {
         ev.rule = rule;
         emit(ev);
     }
@@ -156,11 +166,34 @@ pub fn tuple_event(kind: u8, reason: u8, ifindex: u32, t: &CtKey, rule: u32) {
 /// Emits a flow event: the tuple as it came and as it leaves.
 #[inline(never)]
 pub fn flow_event(kind: u8, ct_kind: u8, ifindex: u32, from: &CtKey, to: &CtEntry) {
-    if let Some(ev) = scratch(kind, ct_kind, ifindex, from) {
+    if let Some(ev) = scratch(SCRATCH_PACKET, kind, ct_kind, ifindex, from) {
         ev.xlat_saddr = to.saddr;
         ev.xlat_daddr = to.daddr;
         ev.xlat_sport = to.sport;
         ev.xlat_dport = to.dport;
+        emit(ev);
+    }
+}
+
+/// A host process connects to published port `addr:port` (network byte
+/// order), which the socket hook turned into `to`: one connection of the
+/// port (`exact`: the entry for that host address, else the any-address
+/// one), and a flow event whose source is the host (address and port are
+/// not chosen yet at connect time: 0).
+#[inline(never)]
+pub fn host_local(addr: u32, port: u16, proto: u8, to: &PortValue, exact: bool) {
+    let pk = PortKey::new(if exact { addr } else { 0 }, port, proto);
+    if let Some(s) = PORT_STATS.get_ptr_mut(pk) {
+        // SAFETY: this CPU's value.
+        unsafe { (*s).conns += 1 };
+    }
+    if !wanted(EVENT_FLOW_NEW) {
+        return;
+    }
+    let orig = CtKey::new(0, addr, 0, port, proto);
+    if let Some(ev) = scratch(SCRATCH_SOCKET, EVENT_FLOW_NEW, FLOW_HOST_LOCAL, 0, &orig) {
+        ev.xlat_daddr = to.addr;
+        ev.xlat_dport = to.port;
         emit(ev);
     }
 }

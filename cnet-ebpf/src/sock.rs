@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use cnet_common::maps::{SockRevKey, SockRevValue};
 
-use crate::maps::{SOCK_REV, config, published};
+use crate::maps::{SOCK_REV, config, published_by};
 
 /// Allow the operation (sock_addr programs must return 1).
 pub const ALLOW: i32 = 1;
@@ -29,8 +29,11 @@ fn is_loopback(addr: u32) -> bool {
 }
 
 /// connect4 / sendmsg4: a published host address:port becomes the container's.
+/// A connect() (`connect` true) is a new host-local flow: counted as a
+/// connection of the published port and reported to `cnet monitor`; each
+/// datagram of an unconnected UDP socket is not.
 #[inline(always)]
-pub fn to_container(ctx: &SockAddrContext) -> i32 {
+pub fn to_container(ctx: &SockAddrContext, connect: bool) -> i32 {
     if !ours(ctx) {
         return ALLOW;
     }
@@ -41,13 +44,16 @@ pub fn to_container(ctx: &SockAddrContext) -> i32 {
         let addr = (*sa).user_ip4;
         let port = (*sa).user_port as u16;
         let proto = (*sa).protocol as u8;
-        let to = if is_loopback(addr) {
+        let to = match published_by(addr, port, proto) {
+            Some(found) => Some(found),
             // 127.0.0.0/8 reaches ports published on every address or on 127.0.0.1 itself.
-            published(addr, port, proto).or_else(|| published_any(port, proto))
-        } else {
-            published(addr, port, proto)
+            None if is_loopback(addr) => published_any(port, proto).map(|v| (v, false)),
+            None => None,
         };
-        let Some(to) = to else { return ALLOW };
+        let Some((to, exact)) = to else { return ALLOW };
+        if connect {
+            crate::observe::host_local(addr, port, proto, &to, exact);
+        }
         let key = SockRevKey {
             cookie: bpf_get_socket_cookie(sa.cast()),
             addr: to.addr,

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::programs::SchedClassifier;
 use aya_log::EbpfLogger;
-use cnet_common::maps::{CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT};
+use cnet_common::maps::{CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, FLOW_HAIRPIN};
 
 use crate::{loader, state::Paths};
 
@@ -60,6 +60,7 @@ fn readable(msg: &str) -> String {
                     CT_REV_DNAT => "reverse-dnat",
                     CT_SNAT => "masquerade",
                     CT_REV_SNAT => "reverse-masquerade",
+                    FLOW_HAIRPIN => "hairpin",
                     _ => "unknown",
                 };
                 return format!("kind={name}");

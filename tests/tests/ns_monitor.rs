@@ -448,3 +448,59 @@ fn monitor_and_stats_reject_bad_filters_by_name() {
         s0
     );
 }
+
+#[test]
+fn hairpin_and_host_local_connections_are_flows_of_their_port() {
+    let inst = Instance::up(1, &[]);
+    let web = format!("web-{}", unique_name());
+    let other = format!("other-{}", unique_name());
+    inst.run_server(&web, &["-p", "8080:80"], &[80]);
+    inst.run_server(&other, &[], &[81]);
+    let web_ip = inst.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &web]);
+    let web_ip = web_ip.trim().to_string();
+    let published = format!("{}:8080", addr::host_uplink(0));
+    // Positive controls: both ways in work before anything is measured.
+    retry(|| tcp_request(&other, &published, "warm")).unwrap();
+    let (reply, _) = inst.host_client("tcp", "127.0.0.1:8080", "warm").unwrap();
+    assert!(reply.ends_with("|warm"), "{reply}");
+    let port0 = by_port(&inst, 8080, "tcp");
+
+    let mon = monitor(&inst, &["--json", "--type", "flow"]);
+    let r = tcp_request(&other, &published, "hp").unwrap();
+    assert!(r.ends_with("hp"), "{r}");
+    for i in 0..2 {
+        let (reply, _) = inst
+            .host_client("tcp", "127.0.0.1:8080", &format!("local{i}"))
+            .unwrap();
+        assert!(reply.ends_with(&format!("|local{i}")), "{reply}");
+    }
+    let evs = stop(mon);
+
+    let new = |t: &str| -> Vec<&Value> {
+        evs.iter()
+            .filter(|e| e["event"] == "new" && e["translation"] == t)
+            .collect()
+    };
+    let hairpin = new("hairpin");
+    assert_eq!(hairpin.len(), 1, "{evs:#?}");
+    assert_eq!(hairpin[0]["src_container"], other.as_str());
+    assert_eq!(hairpin[0]["dport"], 8080);
+    assert_eq!(hairpin[0]["xlat_dst"], web_ip.as_str());
+    assert_eq!(hairpin[0]["xlat_dst_container"], web.as_str());
+    let local = new("host_local");
+    assert_eq!(local.len(), 2, "one per connect(): {evs:#?}");
+    for e in &local {
+        assert_eq!(e["dst"], "127.0.0.1");
+        assert_eq!(e["dport"], 8080);
+        assert_eq!(e["xlat_dst"], web_ip.as_str());
+        assert_eq!(e["xlat_dport"], 80);
+        assert_eq!(e["xlat_dst_container"], web.as_str());
+    }
+    assert_eq!(new("dnat").len(), 0, "nothing came from outside: {evs:#?}");
+    let port1 = by_port(&inst, 8080, "tcp");
+    assert_eq!(
+        port1["connections"].as_u64().unwrap() - port0["connections"].as_u64().unwrap(),
+        3,
+        "the hairpin and both host-local connections"
+    );
+}

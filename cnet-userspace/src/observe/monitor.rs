@@ -20,7 +20,8 @@ use cnet_common::{
     addr_octets,
     maps::{
         self, CT_DNAT, CT_REV_DNAT, CT_REV_SNAT, CT_SNAT, EVENT_DROP, EVENT_FILTER, EVENT_FLOW_END,
-        EVENT_FLOW_NEW, Event, FILTER_ALLOW, Monitor, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+        EVENT_FLOW_NEW, Event, FILTER_ALLOW, FLOW_HAIRPIN, FLOW_HOST_LOCAL, Monitor, PROTO_ICMP,
+        PROTO_TCP, PROTO_UDP,
     },
     port_host,
 };
@@ -214,6 +215,8 @@ fn translation(ct_kind: u8) -> &'static str {
         CT_REV_DNAT => "reverse_dnat",
         CT_SNAT => "snat",
         CT_REV_SNAT => "reverse_snat",
+        FLOW_HAIRPIN => "hairpin",
+        FLOW_HOST_LOCAL => "host_local",
         _ => "none",
     }
 }
@@ -315,9 +318,14 @@ fn to_text(v: &Value) -> String {
             who
         }
     };
+    // A host process's connect(): its address and port are not chosen yet.
+    let src = if s("translation") == "host_local" {
+        "host".to_string()
+    } else {
+        end(&s("src"), n("sport"), &s("src_container"))
+    };
     let orig = format!(
-        "{} -> {}",
-        end(&s("src"), n("sport"), &s("src_container")),
+        "{src} -> {}",
         end(&s("dst"), n("dport"), &s("dst_container"))
     );
     let xlat = format!(
