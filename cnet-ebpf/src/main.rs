@@ -276,7 +276,7 @@ fn try_veth_new(ctx: &TcContext) -> Result<Action, DropReason> {
         policy::internal(ip.saddr, ip.daddr, maps::is_host_addr(ip.daddr))?;
     }
     if !flow.may_open() {
-        return Ok(Action::PASS);
+        return Ok(to_bridge(ctx, ip.daddr));
     }
     let k = &flow.key;
     // Hairpin: a container reaching a published port through a host address.
@@ -305,9 +305,17 @@ fn try_veth_new(ctx: &TcContext) -> Result<Action, DropReason> {
     }
     // Masquerade: leaving the host through an uplink.
     if !would_masquerade(k.saddr, k.daddr) {
-        return Ok(Action::PASS);
+        return Ok(to_bridge(ctx, k.daddr));
     }
     Err(DropReason::Masquerade)
+}
+
+/// Untranslated to the stack, which bridges it when `daddr` is a container
+/// of the same network: counted as handed to that container.
+#[inline(always)]
+fn to_bridge(ctx: &TcContext, daddr: u32) -> Action {
+    observe::count_in(daddr, ctx.len());
+    Action::PASS
 }
 
 /// A new flow from a container leaving the host (the second stage checked

@@ -503,4 +503,15 @@ fn hairpin_and_host_local_connections_are_flows_of_their_port() {
         3,
         "the hairpin and both host-local connections"
     );
+
+    // Container to container over the bridge (untranslated): counted as
+    // handed to the receiver too.
+    let web0 = by_container(&inst, &web);
+    let r = tcp_request(&other, &format!("{web_ip}:80"), "direct").unwrap();
+    assert!(r.ends_with("direct"), "{r}");
+    std::thread::sleep(Duration::from_millis(200));
+    let web1 = by_container(&inst, &web);
+    let d = |k: &str| web1[k].as_u64().unwrap() - web0[k].as_u64().unwrap();
+    assert!(d("packets_in") >= 3, "SYN, ACK, data at least: {web1}");
+    assert!(d("bytes_in") >= 3 * (14 + 20 + 20), "{web1}");
 }
