@@ -167,23 +167,48 @@ pub fn attach_interface(
         undo.push("delete veth", move || {
             Netlink::here()?.del_link(&v).map_err(Into::into)
         });
-        // No IPv6 on the host side either: no link-local address, no NDP.
-        let key = format!("net.ipv6.conf.{}.disable_ipv6", a.veth);
-        net::sysctl(&key, "1")?;
-        host.set_link(&a.veth, &bridge_port(view))?;
-        let inside = Netlink::in_netns(ns)?;
-        inside.set_link(
-            &a.ifname,
-            &LinkChange {
-                mac: Some(ipam::parse_mac(&a.mac)?),
-                mtu: view.mtu,
-                ..LinkChange::default()
-            },
-        )?;
-        inside.add_addr(&a.ifname, a.ip, view.subnet.prefix)?;
-        inside.up(&a.ifname)?;
-        endpoint_entry(paths, a, view.net_id, undo)
+        // The program's attachment waits for an RCU grace period (about
+        // 10 ms): it runs on a thread of its own while the links are set up.
+        let (attached, configured) = std::thread::scope(|s| {
+            let attach = s.spawn(|| attach_veth_program(paths, a));
+            let configured = configure_links(&host, ns, view, a);
+            (attach.join(), configured)
+        });
+        let attached = attached
+            .map_err(|_| anyhow::anyhow!("the thread attaching {}'s program panicked", a.veth))?;
+        if let Some(link) = attached? {
+            let p = paths.clone();
+            undo.push("detach veth program", move || loader::detach(&p, &link));
+        }
+        configured?;
+        record_endpoint(paths, a, view.net_id, undo)
     })
+}
+
+/// Both ends of a new veth: the host side on its bridge (no IPv6), the
+/// container side with its MAC, MTU and address, up.
+fn configure_links(
+    host: &Netlink,
+    ns: &str,
+    view: &crate::state::NetView,
+    a: &crate::state::Attachment,
+) -> Result<()> {
+    // No IPv6 on the host side either: no link-local address, no NDP.
+    let key = format!("net.ipv6.conf.{}.disable_ipv6", a.veth);
+    net::sysctl(&key, "1")?;
+    host.set_link(&a.veth, &bridge_port(view))?;
+    let inside = Netlink::in_netns(ns)?;
+    inside.set_link(
+        &a.ifname,
+        &LinkChange {
+            mac: Some(ipam::parse_mac(&a.mac)?),
+            mtu: view.mtu,
+            ..LinkChange::default()
+        },
+    )?;
+    inside.add_addr(&a.ifname, a.ip, view.subnet.prefix)?;
+    inside.up(&a.ifname)?;
+    Ok(())
 }
 
 /// The host side of a veth: on the network's bridge, its MTU, up.
@@ -270,11 +295,27 @@ pub(crate) fn endpoint_entry(
     net_id: u32,
     undo: &mut Undo,
 ) -> Result<()> {
-    let link = format!("veth-{}", a.veth);
-    if loader::attach_tc(paths, loader::VETH_PROG, &a.veth, &link)? {
+    if let Some(link) = attach_veth_program(paths, a)? {
         let p = paths.clone();
         undo.push("detach veth program", move || loader::detach(&p, &link));
     }
+    record_endpoint(paths, a, net_id, undo)
+}
+
+/// Attaches the veth program to the interface's host side; returns the
+/// link's pin name when it attached it (`None`: it was attached already).
+fn attach_veth_program(paths: &Paths, a: &crate::state::Attachment) -> Result<Option<String>> {
+    let link = format!("veth-{}", a.veth);
+    Ok(loader::attach_tc(paths, loader::VETH_PROG, &a.veth, &link)?.then_some(link))
+}
+
+/// The ENDPOINTS entry of one interface and its counters.
+fn record_endpoint(
+    paths: &Paths,
+    a: &crate::state::Attachment,
+    net_id: u32,
+    undo: &mut Undo,
+) -> Result<()> {
     let ifindex = net::ifindex(&a.veth)?;
     let mac = ipam::parse_mac(&a.mac).with_context(|| format!("MAC of {}", a.veth))?;
     loader::hash::<u32, Endpoint>(paths, maps::ENDPOINTS)?

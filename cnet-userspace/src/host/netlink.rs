@@ -241,20 +241,19 @@ impl Netlink {
     /// Adds `addr/prefix` to link `name` (already there: not an error).
     pub fn add_addr(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), HostError> {
         let index = self.index(name)?;
-        if self
-            .addrs4()?
-            .iter()
-            .any(|a| a.index == index && a.addr == addr)
-        {
-            return Ok(());
-        }
-        self.run(
+        // Added without a dump of every address first: EEXIST says it is there.
+        match self.run(
             self.handle
                 .address()
                 .add(index, IpAddr::V4(addr), prefix)
                 .execute(),
-        )
-        .map_err(|e| self.err("adding", &format!("address {addr}/{prefix} to {name}"), e))
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) => match self.err("adding", &format!("address {addr}/{prefix} to {name}"), e) {
+                HostError::Exists { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     /// A default route via `gw`.
