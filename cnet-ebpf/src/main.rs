@@ -228,7 +228,6 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         .map(|f| (f.key.sport, f.key.dport))
         .unwrap_or((0, 0));
     let verdict = policy::filters_delivered(ip.saddr, ip.daddr, ip.proto, dport, true)?;
-    keep_verdict(ctx, verdict);
     let Some(flow) = flow else {
         if ip.later_fragment {
             if let Some(action) = frag::follow(ctx, &ip)? {
@@ -242,7 +241,7 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
         }
         // Protocols cnet does not translate, and later fragments: icc and
         // --internal apply to them as to everything else.
-        if !allowed(ctx) {
+        if verdict == policy::Verdict::None {
             policy::icc(ip.saddr, ip.daddr, ip.proto, sport, dport)?;
             policy::internal(ip.saddr, ip.daddr, maps::is_host_addr(ip.daddr))?;
         }
@@ -256,7 +255,9 @@ fn try_veth_ingress(ctx: &TcContext) -> Result<Action, DropReason> {
     if let Some(action) = tracked(ctx, &ip, &flow, true)? {
         return Ok(action);
     }
-    // Untracked: the second stage decides (see cnet_veth_new).
+    // Untracked: the second stage decides (see cnet_veth_new), with the
+    // filter verdict in the control block.
+    keep_verdict(ctx, verdict);
     Err(DropReason::NewFlow)
 }
 
